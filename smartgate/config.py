@@ -1,0 +1,187 @@
+"""The one typed configuration object: defaults ← TOML file ← environment ← command-line flags.
+
+Environment variables are named ``SMARTGATE_<SECTION>__<FIELD>`` (for example
+``SMARTGATE_MATCH__THRESHOLD=0.5``); top-level fields drop the section (``SMARTGATE_DATA_DIR``).
+Nothing below the CLI reads the environment: components receive the section they need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from smartgate.errors import ConfigError
+
+ENV_PREFIX = "SMARTGATE_"
+
+
+def default_cache_dir() -> Path:
+    """The per-user cache folder (``$XDG_CACHE_HOME/smartgate`` or ``~/.cache/smartgate``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "smartgate"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:50051"
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_workers: int = 16
+    grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir() / "models")
+    detector: str = "retinaface-mnet025"
+    embedder: str = "fr-feature"
+    liveness: str = "fr-liveness"
+    # onnxruntime: threads per session; 0 lets onnxruntime choose.
+    intra_op_threads: int = 1
+    allow_spinning: bool = False
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_bytes: int = 12 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_side: int = 10_000
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    long_side: int = 640
+    score_threshold: float = 0.8
+    nms_iou: float = 0.4
+    max_faces: int = 32
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    min_face_px: float = 40.0
+    min_sharpness: float = 40.0
+    max_yaw_ratio: float = 0.6
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    # None: take the embedder manifest's default threshold.
+    threshold: float | None = None
+    margin: float = 0.05
+    top_k: int = 10
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = field(default_factory=lambda: Path("smartgate-data"))
+    server: ServerConfig = field(default_factory=ServerConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            return None
+        return _coerce(value, args[0], where)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is Path:
+            return Path(value).expanduser()
+        if hint in (int, float, str):
+            return hint(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot read {value!r} as {hint.__name__}") from exc
+    return value
+
+
+def _build(cls: type[T], values: Mapping[str, Any], where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, raw in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"{where}.{name}: expected a table")
+            kwargs[name] = _build(hint, raw, f"{where}.{name}")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(raw, hint, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key.startswith(ENV_PREFIX + "TEST_"):
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = layer
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return layer
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration.
+
+    ``overrides`` uses dotted keys (``{"server.listen": "0.0.0.0:50051"}``); ``None`` values are
+    skipped so that unset command-line flags do not mask lower layers.
+    """
+    layers: dict[str, Any] = {}
+    if path is not None:
+        try:
+            layers = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    layers = _merge(layers, _env_layer(os.environ if environ is None else environ))
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = layers
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return _build(Config, layers, "config")
