@@ -1,0 +1,34 @@
+from smartgate.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SearchFaceRequest(_message.Message):
+    __slots__ = ("communities", "image", "top_k")
+    COMMUNITIES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    communities: _containers.RepeatedScalarFieldContainer[str]
+    image: bytes
+    top_k: int
+    def __init__(self, communities: _Optional[_Iterable[str]] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class SearchHit(_message.Message):
+    __slots__ = ("person", "score")
+    PERSON_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    person: _common_pb2.Person
+    score: float
+    def __init__(self, person: _Optional[_Union[_common_pb2.Person, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+
+class SearchFaceResponse(_message.Message):
+    __slots__ = ("face", "hits")
+    FACE_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    face: _common_pb2.Face
+    hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
+    def __init__(self, face: _Optional[_Union[_common_pb2.Face, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ...) -> None: ...
