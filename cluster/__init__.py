@@ -1,0 +1,1 @@
+"""Running smartgate: the gRPC servers, decisions, the CLI (and later Ray workers and Redis)."""

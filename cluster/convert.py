@@ -1,0 +1,84 @@
+"""Domain values ↔ protobuf messages (the only module that knows both)."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cluster.engine import MatchedFace
+from indexer.types import Identification, Person
+from recognizer.faces.analyzer import FaceObservation
+from smartgate.v1 import common_pb2
+
+ROLE_TO_PB = {
+    "resident": common_pb2.ROLE_RESIDENT,
+    "visitor": common_pb2.ROLE_VISITOR,
+    "watchlist": common_pb2.ROLE_WATCHLIST,
+}
+PB_TO_ROLE = {v: k for k, v in ROLE_TO_PB.items()}
+
+
+def timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(round(seconds * 1e9)))
+    return ts
+
+
+def seconds(ts: Timestamp, present: bool) -> float | None:
+    return ts.ToNanoseconds() / 1e9 if present else None
+
+
+def person_pb(p: Person) -> common_pb2.Person:
+    return common_pb2.Person(
+        community=p.community,
+        person_id=p.person_id,
+        name=p.name,
+        role=ROLE_TO_PB[p.role],
+        expires_at=timestamp(p.expires_at),
+        created_at=timestamp(p.created_at),
+        template_count=p.template_count,
+    )
+
+
+def match_pb(ident: Identification) -> common_pb2.Match | None:
+    person = ident.candidate
+    if person is None:
+        return None
+    return common_pb2.Match(
+        community=person.community,
+        person_id=person.person_id,
+        name=person.name,
+        role=ROLE_TO_PB[person.role],
+        score=ident.score,
+        runner_up=ident.runner_up,
+        accepted=ident.accepted,
+    )
+
+
+def face_pb(face: FaceObservation, ident: Identification | None = None) -> common_pb2.Face:
+    q = face.quality
+    msg = common_pb2.Face(
+        box=common_pb2.Box(
+            x1=float(face.box[0]), y1=float(face.box[1]), x2=float(face.box[2]), y2=float(face.box[3])
+        ),
+        score=face.score,
+        landmarks=[common_pb2.Point(x=float(x), y=float(y)) for x, y in face.landmarks.tolist()],
+        quality=common_pb2.Quality(
+            score=q.score,
+            size_px=q.size_px,
+            sharpness=q.sharpness,
+            usable=q.usable,
+            reasons=list(q.reasons),
+        ),
+        liveness=face.liveness if face.liveness is not None else -1.0,
+    )
+    if ident is not None:
+        m = match_pb(ident)
+        if m is not None:
+            msg.match.CopyFrom(m)
+    return msg
+
+
+def matched_faces_pb(faces: list[MatchedFace]) -> list[common_pb2.Face]:
+    return [face_pb(m.face, m.identification) for m in faces]

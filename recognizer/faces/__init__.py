@@ -1,0 +1,1 @@
+"""Face detection, alignment, quality, embedding and liveness (pure pixels-to-facts)."""

@@ -1,0 +1,140 @@
+"""One frame in, every face out: detect → align → quality → embed → liveness.
+
+``FaceAnalyzer`` owns no network or storage; it turns pixels into ``FaceObservation``s and
+records how long each stage took.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recognizer.faces.align import align_face, context_crop
+from recognizer.faces.detector import FaceDetector
+from recognizer.faces.embedder import FaceEmbedder
+from recognizer.faces.liveness import LivenessScorer
+from recognizer.faces.quality import QualityReport, QualityThresholds, assess, face_size
+from recognizer.image import DecodedImage
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    """One face. ``box``: ``(4,)`` [x1, y1, x2, y2] and ``landmarks``: ``(5, 2)``, both in
+    original pixels; ``embedding``: ``(dim,)`` unit vector, or None when the face was not
+    usable; ``liveness``: live probability, or None when not scored."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    quality: QualityReport
+    embedding: np.ndarray | None
+    liveness: float | None
+    aligned: np.ndarray = field(repr=False)
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+
+@dataclass
+class StageTimer:
+    """Milliseconds per stage, accumulated."""
+
+    ms: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+
+
+class FaceAnalyzer:
+    def __init__(
+        self,
+        detector: FaceDetector,
+        embedder: FaceEmbedder,
+        liveness: LivenessScorer | None,
+        quality: QualityThresholds,
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.liveness = liveness
+        self.quality = quality
+
+    def warm_up(self) -> None:
+        """Run every model once so the first real frame is not slow."""
+        self.detector.warm_up()
+        self.embedder.warm_up()
+        if self.liveness is not None:
+            self.liveness.warm_up()
+
+    def analyze(
+        self, image: DecodedImage, timer: StageTimer | None = None, embed_all: bool = False
+    ) -> list[FaceObservation]:
+        """Every face in ``image``, best detection first.
+
+        Embeddings and liveness are computed for usable faces only, or for every face with
+        ``embed_all`` (enrolment wants to say why a face is unusable *and* compare it).
+        """
+        timer = timer or StageTimer()
+        with timer.stage("detect"):
+            dets = self.detector.detect(image.scaled, image.scale)
+        if len(dets) == 0:
+            return []
+        with timer.stage("align"):
+            crop_size = self.embedder.input_size
+            aligned = np.stack(
+                [self._align(image, dets.landmarks[i], crop_size) for i in range(len(dets))]
+            )
+        with timer.stage("quality"):
+            reports = [assess(dets.landmarks[i], aligned[i], self.quality) for i in range(len(dets))]
+        chosen = [i for i, r in enumerate(reports) if embed_all or r.usable]
+        embeddings = np.zeros((0, self.embedder.dim), dtype=np.float32)
+        live = np.zeros(0, dtype=np.float32)
+        if chosen:
+            with timer.stage("embed"):
+                embeddings = self.embedder.embed(aligned[chosen])
+            if self.liveness is not None:
+                with timer.stage("liveness"):
+                    size = self.liveness.input_size
+                    crops = np.stack(
+                        [
+                            context_crop(
+                                image.scaled, dets.boxes[i], self.liveness.crop_factor, size,
+                                image.scale,
+                            )
+                            for i in chosen
+                        ]
+                    )
+                    live = self.liveness.score(crops)
+        slot = {i: n for n, i in enumerate(chosen)}
+        faces = []
+        for i in range(len(dets)):
+            n = slot.get(i)
+            faces.append(
+                FaceObservation(
+                    box=dets.boxes[i],
+                    score=float(dets.scores[i]),
+                    landmarks=dets.landmarks[i],
+                    quality=reports[i],
+                    embedding=None if n is None else embeddings[n],
+                    liveness=None if n is None or live.size == 0 else float(live[n]),
+                    aligned=aligned[i],
+                )
+            )
+        return faces
+
+    @staticmethod
+    def _align(image: DecodedImage, landmarks: np.ndarray, crop_size: int) -> np.ndarray:
+        # A reduced-scale decode is enough when the face is at least crop-sized in it;
+        # otherwise take the pixels from the full-resolution image.
+        if image.scale < 1.0 and face_size(landmarks) * image.scale < crop_size:
+            return align_face(image.full(), landmarks, crop_size, 1.0)
+        return align_face(image.scaled, landmarks, crop_size, image.scale)

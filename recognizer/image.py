@@ -1,0 +1,144 @@
+"""Decoding camera frames: JPEG through libjpeg-turbo (simplejpeg), PNG through OpenCV.
+
+Sizes are checked from the header before any pixel buffer is allocated, so a small file that
+declares a huge image (a decompression bomb) is refused cheaply. JPEGs are decoded at a reduced
+scale when the detector does not need full resolution; the full-resolution image is decoded
+only when a crop needs it (``DecodedImage.full``).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import simplejpeg
+
+from smartgate.errors import DecodeError
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_bytes: int = 12 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_side: int = 10_000
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # "jpeg" | "png"
+    width: int
+    height: int
+
+
+def sniff_format(data: bytes) -> str:
+    """Return ``"jpeg"`` or ``"png"`` from the magic bytes, or raise DecodeError."""
+    if data.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if data.startswith(PNG_MAGIC):
+        return "png"
+    head = data[:8].hex(" ") if data else "nothing"
+    raise DecodeError(f"image is neither JPEG nor PNG (first bytes: {head})")
+
+
+def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
+    """Read format and size from the header and check them against ``limits``."""
+    if not data:
+        raise DecodeError("image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise DecodeError(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
+    fmt = sniff_format(data)
+    if fmt == "jpeg":
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as exc:
+            raise DecodeError(f"JPEG header is unreadable: {exc}") from exc
+    else:
+        # PNG: signature (8) + IHDR length (4) + b"IHDR" (4) + width (4) + height (4)
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise DecodeError("PNG is truncated before its IHDR header")
+        width, height = struct.unpack(">II", data[16:24])
+    if width <= 0 or height <= 0:
+        raise DecodeError(f"image declares an empty size {width}x{height}")
+    if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
+        raise DecodeError(
+            f"image declares {width}x{height} pixels; the limits are {limits.max_side} per side "
+            f"and {limits.max_pixels} in total"
+        )
+    return ImageInfo(fmt, width, height)
+
+
+def _decode_jpeg(data: bytes, min_width: int = 0, min_height: int = 0) -> np.ndarray:
+    try:
+        return simplejpeg.decode_jpeg(
+            data, colorspace="BGR", min_width=min_width, min_height=min_height, strict=True
+        )
+    except ValueError as exc:
+        raise DecodeError(f"JPEG data is corrupt or truncated: {exc}") from exc
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DecodeError("PNG data is corrupt or truncated")
+    return image
+
+
+@dataclass
+class DecodedImage:
+    """A frame decoded for detection, with the full resolution available on demand.
+
+    ``scaled``: ``(h, w, 3)`` uint8 BGR, possibly reduced by libjpeg-turbo's DCT scaling;
+    ``scale`` maps it back: original = scaled / scale (``scale`` <= 1).
+    """
+
+    data: bytes
+    info: ImageInfo
+    scaled: np.ndarray
+    scale: float
+    _full: np.ndarray | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def width(self) -> int:
+        return self.info.width
+
+    @property
+    def height(self) -> int:
+        return self.info.height
+
+    def full(self) -> np.ndarray:
+        """``(height, width, 3)`` uint8 BGR at the original resolution (decoded once)."""
+        if self.scale == 1.0:
+            return self.scaled
+        with self._lock:
+            if self._full is None:
+                self._full = _decode_jpeg(self.data)
+            return self._full
+
+
+def decode(data: bytes, limits: DecodeLimits, min_long_side: int = 0) -> DecodedImage:
+    """Decode ``data`` (JPEG or PNG) to BGR.
+
+    With ``min_long_side`` > 0, a JPEG is decoded at the smallest libjpeg-turbo scale whose long
+    side is still at least ``min_long_side`` (and never below 1/2: smaller scales save little
+    and cost crop resolution). PNGs are always decoded at full size.
+    """
+    info = probe(data, limits)
+    if info.format == "png":
+        image = _decode_png(data)
+        return DecodedImage(data, info, image, 1.0)
+    if min_long_side > 0 and max(info.width, info.height) >= 2 * min_long_side:
+        if info.width >= info.height:
+            image = _decode_jpeg(data, min_width=(info.width + 1) // 2)
+        else:
+            image = _decode_jpeg(data, min_height=(info.height + 1) // 2)
+    else:
+        image = _decode_jpeg(data)
+    scale = image.shape[1] / info.width
+    return DecodedImage(data, info, image, scale)

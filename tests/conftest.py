@@ -1,0 +1,75 @@
+"""Shared fixtures: the real photos, the model cache, a real engine and a real gRPC server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from benchmarks.datasets import data_dir
+from smartgate.config import Config, ModelsConfig, ServerConfig, default_cache_dir
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return data_dir()
+
+
+@pytest.fixture(scope="session")
+def faces_dir(shared_data: Path) -> Path:
+    return shared_data / "faces"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    env = os.environ.get("SMARTGATE_TEST_MODELS_DIR")
+    return Path(env) if env else default_cache_dir() / "models"
+
+
+@pytest.fixture(scope="session")
+def base_config(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    return Config(
+        data_dir=tmp_path_factory.mktemp("data"),
+        models=ModelsConfig(cache_dir=models_dir),
+        server=ServerConfig(listen="127.0.0.1:0", max_workers=8, grace_seconds=1.0),
+    )
+
+
+@pytest.fixture(scope="session")
+def face_analyzer(base_config: Config):  # type: ignore[no-untyped-def]
+    """Real models, loaded and warmed once per test session."""
+    from recognizer.faces.factory import build_face_analyzer
+
+    return build_face_analyzer(base_config)
+
+
+@pytest.fixture
+def engine(face_analyzer, base_config: Config, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real engine over a fresh data directory (real SQLite, real FAISS)."""
+    from dataclasses import replace
+
+    from cluster.engine import Engine
+    from indexer.registry import FaceRegistry
+
+    config = replace(base_config, data_dir=tmp_path)
+    return Engine(config, face_analyzer, FaceRegistry(tmp_path, face_analyzer.embedder.dim))
+
+
+@pytest.fixture
+def server(engine):  # type: ignore[no-untyped-def]
+    """A real gRPC server on a free port serving ``engine``."""
+    from cluster.server import start_server
+
+    running = start_server(engine, engine.config.server)
+    yield running
+    running.stop(0)
+
+
+@pytest.fixture
+def channel(server) -> Iterator[grpc.Channel]:  # type: ignore[no-untyped-def]
+    with grpc.insecure_channel(server.address) as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        yield ch
