@@ -17,7 +17,7 @@ from indexer.types import Identification, Person
 from recognizer.faces.analyzer import FaceAnalyzer, FaceObservation, StageTimer
 from recognizer.image import DecodeLimits, decode
 from smartgate.config import Config
-from smartgate.errors import EnrollmentError, InvalidInputError, NotFoundError
+from smartgate.errors import ConfigError, EnrollmentError, InvalidInputError, NotFoundError
 
 # In enrolment photos, faces smaller than this fraction of the largest are background faces.
 BACKGROUND_FACE_RATIO = 0.4
@@ -44,6 +44,19 @@ class SearchHit:
     score: float
 
 
+def match_threshold(config: Config, analyzer: FaceAnalyzer) -> float:
+    """The cosine threshold in force: the configured one, else the embedder manifest's."""
+    if config.match.threshold is not None:
+        return config.match.threshold
+    default = analyzer.embedder.manifest.default_threshold
+    if default is None:
+        raise ConfigError(
+            f"embedder {analyzer.embedder.manifest.name} has no default threshold; "
+            "set match.threshold"
+        )
+    return float(default)
+
+
 class Engine:
     def __init__(self, config: Config, analyzer: FaceAnalyzer, registry: FaceRegistry) -> None:
         self.config = config
@@ -51,17 +64,15 @@ class Engine:
         self.registry = registry
         d = config.decode
         self.limits = DecodeLimits(d.max_bytes, d.max_pixels, d.max_side)
-        manifest_threshold = analyzer.embedder.manifest.default_threshold
-        self.threshold = (
-            config.match.threshold
-            if config.match.threshold is not None
-            else float(manifest_threshold if manifest_threshold is not None else 0.45)
-        )
+        self.threshold = match_threshold(config, analyzer)
 
     @classmethod
     def from_config(cls, config: Config) -> Engine:
         from recognizer.faces.factory import build_face_analyzer
 
+        import faiss
+
+        faiss.omp_set_num_threads(config.match.faiss_threads)
         analyzer = build_face_analyzer(config)
         registry = FaceRegistry(config.data_dir, analyzer.embedder.dim)
         return cls(config, analyzer, registry)
@@ -175,7 +186,8 @@ class Engine:
         if not faces:
             raise InvalidInputError("no face found in the search image")
         query = max(faces, key=lambda f: f.area)
-        assert query.embedding is not None  # embed_all guarantees it
+        if query.embedding is None:
+            raise InvalidInputError("the search face could not be embedded")
         hits = [
             SearchHit(person, score)
             for c in communities

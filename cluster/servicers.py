@@ -11,7 +11,7 @@ import grpc
 from cluster import convert
 from cluster.engine import Engine
 from cluster.status import abort, status_code, status_message
-from smartgate.errors import InvalidInputError, SmartgateError
+from smartgate.errors import AlreadyExistsError, InvalidInputError, SmartgateError
 from smartgate.v1 import (
     capture_pb2,
     capture_pb2_grpc,
@@ -85,9 +85,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.CreateCommunityRequest, context: grpc.ServicerContext
     ) -> registry_pb2.CreateCommunityResponse:
         try:
-            created = self.engine.registry.create_community(request.community)
+            try:
+                self.engine.registry.create_community(request.community)
+                created = True
+            except AlreadyExistsError:
+                created = False
             return registry_pb2.CreateCommunityResponse(
-                community=request.community, created=bool(created)
+                community=request.community, created=created
             )
         except Exception as exc:
             _log_unexpected(exc)

@@ -74,7 +74,11 @@ class MatchConfig:
     # None: take the embedder manifest's default threshold.
     threshold: float | None = None
     margin: float = 0.05
-    top_k: int = 10
+    # Template hits examined per face; above the most templates one person may have
+    # (cluster.engine.MAX_ENROLL_IMAGES), so a runner-up person is always seen.
+    top_k: int = 32
+    # FAISS OpenMP threads; 1 keeps FAISS from fighting onnxruntime for the cores.
+    faiss_threads: int = 1
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,376 @@
+"""The embedded (single-process) per-community face registry.
+
+``FaceRegistry`` keeps every community's templates twice: durably in the ``Store`` (SQLite)
+and searchably in a ``FaceIndex`` (FAISS), rebuilt from the store when the registry is opened.
+
+Consistency and locking:
+
+* Writers (create, enrol, remove) are serialised by one mutex. Each writes SQLite first, in one
+  transaction, and only after the commit applies the change to memory (index, template owners,
+  person cache). A failed write (bad input, constraint, full disk) thus leaves both untouched;
+  the in-memory step after the commit is plain array work that only running out of memory can
+  break.
+* A readers-writer lock separates the in-memory step from readers: ``identify`` and ``search``
+  share it, so they never see a template whose owner is not yet (or no longer) known, while a
+  writer's SQLite work does not hold them up. ``get`` and ``list_persons`` read SQLite.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+import native
+from indexer.face_index import FaceIndex, check_vectors
+from indexer.locks import RWLock
+from indexer.store import Store
+from indexer.types import ROLES, Identification, Person, Role
+from smartgate.errors import InvalidInputError, ModelError, NotFoundError
+
+MAX_ID_LENGTH: Final = 128
+MAX_NAME_LENGTH: Final = 256
+#: Upper bound of ``k``, ``top_k`` and ``limit`` arguments.
+MAX_RESULTS: Final = 1000
+
+
+class _TemplateOwners:
+    """Template id → person key for one community, as two aligned arrays sorted by id, so a
+    whole ``(q, k)`` block of search results maps to owners with one ``searchsorted``."""
+
+    def __init__(self, ids: np.ndarray | None = None, keys: np.ndarray | None = None) -> None:
+        self._ids = np.empty(0, np.int64) if ids is None else ids
+        self._keys = np.empty(0, np.int64) if keys is None else keys
+        self._sort()
+
+    def _sort(self) -> None:
+        if len(self._ids) > 1 and not bool(np.all(self._ids[1:] > self._ids[:-1])):
+            order = np.argsort(self._ids, kind="stable")
+            self._ids, self._keys = self._ids[order], self._keys[order]
+
+    def add(self, ids: np.ndarray, key: int) -> None:
+        # Template ids only grow (AUTOINCREMENT), so this is an append; _sort() checks that.
+        self._ids = np.concatenate([self._ids, ids])
+        self._keys = np.concatenate([self._keys, np.full(len(ids), key, np.int64)])
+        self._sort()
+
+    def remove(self, ids: np.ndarray) -> None:
+        keep = ~np.isin(self._ids, ids)
+        self._ids, self._keys = self._ids[keep], self._keys[keep]
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Owners of ``ids`` (any shape, int64); ``-1`` for ``-1`` and unknown ids."""
+        if len(self._ids) == 0:
+            return np.full(ids.shape, -1, np.int64)
+        pos = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+        found = self._ids[pos] == ids
+        return np.where(found, self._keys[pos], -1).astype(np.int64, copy=False)
+
+
+@dataclass
+class _Community:
+    index: FaceIndex
+    owners: _TemplateOwners = field(default_factory=_TemplateOwners)
+    persons: dict[int, Person] = field(default_factory=dict)
+
+
+class FaceRegistry:
+    """Persons and face templates of every community, persisted under ``data_dir``.
+
+    ``dim`` is the width of the embedder's vectors; every embedding passed in must be a
+    float32, finite, L2-normalised ``dim``-vector. Thread-safe.
+    """
+
+    def __init__(self, data_dir: Path | str, dim: int) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        self.dim = dim
+        self._store = Store(data_dir)
+        self._write_mutex = threading.Lock()
+        self._rw = RWLock()
+        self._communities: dict[str, _Community] = {}
+        try:
+            self._restore()
+        except BaseException:
+            self._store.close()
+            raise
+
+    def _restore(self) -> None:
+        stale = {d: n for d, n in self._store.template_dims().items() if d != self.dim}
+        if stale:
+            held = ", ".join(f"{n} of dimension {d}" for d, n in sorted(stale.items()))
+            raise ModelError(
+                f"{self._store.path} holds face templates ({held}) made by another embedder "
+                f"than the configured one, which produces {self.dim}-dimensional embeddings. "
+                "The face model changed: re-enrol every person with the new model (or configure "
+                "the model they were enrolled with)."
+            )
+        for community in self._store.communities():
+            stored = self._store.face_templates(community, self.dim)
+            state = _Community(FaceIndex(self.dim))
+            state.index.add(stored.template_ids, stored.embeddings)
+            state.owners = _TemplateOwners(stored.template_ids, stored.person_keys)
+            state.persons = {p.key: p for p in stored.persons}
+            self._communities[community] = state
+
+    def close(self) -> None:
+        """Close the database; the registry is unusable afterwards."""
+        self._store.close()
+
+    def __enter__(self) -> FaceRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- communities ----------------------------------------------------------------------
+
+    def create_community(self, community: str) -> None:
+        """Create an empty community; ``AlreadyExistsError`` when it exists."""
+        community = _check_id(community, "community id")
+        with self._write_mutex:
+            self._store.create_community(community, time.time())
+            with self._rw.write():
+                self._communities[community] = _Community(FaceIndex(self.dim))
+
+    def has_community(self, community: str) -> bool:
+        with self._rw.read():
+            return community in self._communities
+
+    def communities(self) -> list[str]:
+        """Every community id, sorted."""
+        with self._rw.read():
+            return sorted(self._communities)
+
+    # -- enrolment ------------------------------------------------------------------------
+
+    def enroll(
+        self,
+        community: str,
+        person_id: str,
+        embeddings: np.ndarray,
+        *,
+        name: str = "",
+        role: Role = "resident",
+        expires_at: float | None = None,
+        replace: bool = False,
+    ) -> Person:
+        """Enrol a person with one template per row of ``embeddings`` ``(n, dim)``, ``n >= 1``.
+
+        Creates the community on its first enrolment. An existing person raises
+        ``AlreadyExistsError`` unless ``replace``, which swaps all their templates (and updates
+        name, role and expiry) at once. Atomic: on any error nothing is stored or indexed.
+        """
+        community = _check_id(community, "community id")
+        person_id = _check_id(person_id, "person id")
+        name = _check_name(name)
+        role = _check_role(role)
+        if expires_at is not None:
+            expires_at = _check_number(expires_at, "expires_at")
+        vectors = check_vectors(embeddings, self.dim, "embeddings")
+        if len(vectors) == 0:
+            raise InvalidInputError(
+                f"embeddings must hold at least one row, got shape (0, {self.dim})"
+            )
+        with self._write_mutex:
+            done = self._store.enroll(
+                community,
+                person_id,
+                vectors,
+                name=name,
+                role=role,
+                expires_at=expires_at,
+                replace=bool(replace),
+                now=time.time(),
+            )
+            with self._rw.write():
+                state = self._communities.get(community)
+                if state is None:
+                    state = self._communities[community] = _Community(FaceIndex(self.dim))
+                if len(done.replaced_template_ids):
+                    state.index.remove(done.replaced_template_ids)
+                    state.owners.remove(done.replaced_template_ids)
+                state.index.add(done.template_ids, vectors)
+                state.owners.add(done.template_ids, done.person.key)
+                state.persons[done.person.key] = done.person
+        return done.person
+
+    def remove(self, community: str, person_id: str) -> int:
+        """Erase a person and every template of theirs; returns how many templates went."""
+        community = _check_id(community, "community id")
+        person_id = _check_id(person_id, "person id")
+        with self._write_mutex:
+            key, ids = self._store.remove_person(community, person_id)
+            with self._rw.write():
+                state = self._communities[community]
+                state.index.remove(ids)
+                state.owners.remove(ids)
+                state.persons.pop(key, None)
+        return len(ids)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, community: str, person_id: str) -> Person:
+        community = _check_id(community, "community id")
+        person_id = _check_id(person_id, "person id")
+        return self._store.get_person(community, person_id)
+
+    def list_persons(
+        self,
+        community: str,
+        role: Role | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Person]:
+        """A page of persons ordered by ``person_id``; pass the last one's id as ``after``."""
+        community = _check_id(community, "community id")
+        if role is not None:
+            role = _check_role(role)
+        limit = _check_count(limit, "limit")
+        if after is not None and not isinstance(after, str):
+            raise InvalidInputError(f"after must be a person id string, got {type(after).__name__}")
+        return self._store.list_persons(community, role=role, limit=limit, after=after)
+
+    def identify(
+        self,
+        community: str,
+        embeddings: np.ndarray,
+        threshold: float,
+        margin: float,
+        k: int = 10,
+    ) -> list[Identification]:
+        """Decide who each query ``(q, dim)`` is, from its ``k`` nearest templates.
+
+        A query is accepted when its best person scores ``>= threshold`` and beats the best
+        other person among the ``k`` templates by ``>= margin`` (``native.match_identities``).
+        Note that a person with ``k`` or more close templates can fill every slot, hiding the
+        runner-up: keep ``k`` above the templates per person.
+        """
+        community = _check_id(community, "community id")
+        threshold = _check_number(threshold, "threshold")
+        margin = _check_number(margin, "margin")
+        k = _check_count(k, "k")
+        queries = check_vectors(embeddings, self.dim, "embeddings")
+        with self._rw.read():
+            state = self._state(community)
+            similarities, template_ids = state.index.search(queries, k)
+            person_keys = state.owners.lookup(template_ids)
+            match = native.match_identities(similarities, person_keys, threshold, margin)
+            out = []
+            for key, score, runner_up, accepted in zip(
+                match.person.tolist(),
+                match.score.tolist(),
+                match.runner_up.tolist(),
+                match.accepted.tolist(),
+                strict=True,
+            ):
+                candidate = state.persons.get(key) if key >= 0 else None
+                out.append(
+                    Identification(
+                        person=candidate if accepted else None,
+                        candidate=candidate,
+                        score=float(score),
+                        runner_up=float(runner_up),
+                        accepted=bool(accepted),
+                    )
+                )
+        return out
+
+    def search(
+        self, community: str, embedding: np.ndarray, top_k: int = 10
+    ) -> list[tuple[Person, float]]:
+        """The ``top_k`` persons most similar to ``embedding`` ``(dim,)``, each with their best
+        template's score, distinct, in descending order of score."""
+        community = _check_id(community, "community id")
+        top_k = _check_count(top_k, "top_k")
+        if not isinstance(embedding, np.ndarray) or embedding.ndim != 1:
+            shape = getattr(embedding, "shape", type(embedding).__name__)
+            raise InvalidInputError(f"embedding must have shape ({self.dim},), got {shape}")
+        query = check_vectors(embedding.reshape(1, -1), self.dim, "embedding")
+        with self._rw.read():
+            state = self._state(community)
+            ntotal = state.index.ntotal
+            if ntotal == 0:
+                return []
+            # Fetch templates until top_k distinct persons are among them (or all were seen).
+            k = min(ntotal, max(4 * top_k, 16))
+            while True:
+                similarities, template_ids = state.index.search(query, k)
+                keys = state.owners.lookup(template_ids[0])
+                scores = similarities[0]
+                valid = keys >= 0
+                keys, scores = keys[valid], scores[valid]
+                distinct, first = np.unique(keys, return_index=True)
+                if len(distinct) >= top_k or k >= ntotal:
+                    break
+                k = min(ntotal, 4 * k)
+            # Results come in descending score, so each person's first hit is their best.
+            best = np.sort(first)[:top_k]
+            return [(state.persons[int(keys[i])], float(scores[i])) for i in best]
+
+    def indexed_templates(self, community: str) -> int:
+        """How many templates the community's in-memory index holds."""
+        community = _check_id(community, "community id")
+        with self._rw.read():
+            return self._state(community).index.ntotal
+
+    def _state(self, community: str) -> _Community:
+        state = self._communities.get(community)
+        if state is None:
+            raise NotFoundError(f"community {community!r} does not exist")
+        return state
+
+
+def _check_id(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInputError(f"{what} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInputError(
+            f"{what} must be at most {MAX_ID_LENGTH} characters, got {len(value)}"
+        )
+    if not value.isprintable():
+        raise InvalidInputError(f"{what} {value!r} holds control or non-printable characters")
+    return value
+
+
+def _check_name(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"name must be a string, got {type(value).__name__}")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidInputError(
+            f"name must be at most {MAX_NAME_LENGTH} characters, got {len(value)}"
+        )
+    if not value.isprintable():
+        raise InvalidInputError(f"name {value!r} holds control or non-printable characters")
+    return value
+
+
+def _check_role(value: object) -> Role:
+    for role in ROLES:
+        if value == role:
+            return role
+    raise InvalidInputError(f"role must be one of {', '.join(ROLES)}; got {value!r}")
+
+
+def _check_number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InvalidInputError(f"{what} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{what} must be finite, got {number}")
+    return number
+
+
+def _check_count(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidInputError(f"{what} must be an integer, got {type(value).__name__}")
+    if not 1 <= value <= MAX_RESULTS:
+        raise InvalidInputError(f"{what} must be between 1 and {MAX_RESULTS}, got {value}")
+    return int(value)

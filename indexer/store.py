@@ -1,0 +1,373 @@
+"""The registry's durable state: one SQLite file, ``registry.db``, under the data directory.
+
+WAL mode with ``synchronous=NORMAL`` (a commit survives a process crash; the last commits before
+a power cut may be lost, never corrupted), foreign keys on. One connection, guarded by a lock,
+serves every thread. Every change runs in one ``BEGIN IMMEDIATE`` transaction, so an operation
+(an enrolment: community, person and all its templates) is written whole or not at all.
+
+Layout, so that a new table (vehicles) is added the same way:
+
+* the schema lives in ``_MIGRATIONS``; version ``i + 1`` is ``_MIGRATIONS[i]``. To add a table,
+  append a migration (never edit an applied one); ``schema_version`` records what was applied;
+* each table has a ``_<TABLE>_COLUMNS`` select list and a ``_<table>_from_row`` decoder;
+* each public method is one use case: ``with self._transaction() as con:`` for changes,
+  ``with self._reading() as con:`` for reads.
+
+Embeddings are stored as float32 little-endian bytes with their dimension beside them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+
+import numpy as np
+
+from indexer.types import Person, Role
+from smartgate.errors import AlreadyExistsError, ConfigError, ModelError, NotFoundError
+
+DB_FILENAME: Final = "registry.db"
+
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    # 1: communities, persons and their face templates.
+    (
+        """CREATE TABLE communities (
+            id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE persons (
+            key INTEGER PRIMARY KEY AUTOINCREMENT,
+            community TEXT NOT NULL REFERENCES communities(id) ON DELETE CASCADE,
+            person_id TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            role TEXT NOT NULL CHECK (role IN ('resident', 'visitor', 'watchlist')),
+            expires_at REAL NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (community, person_id)
+        )""",
+        # AUTOINCREMENT: template ids only grow and are never reused, so an id in a search
+        # result always names one template, and the in-memory id tables stay sorted by append.
+        """CREATE TABLE templates (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            person_key INTEGER NOT NULL REFERENCES persons(key) ON DELETE CASCADE,
+            community TEXT NOT NULL REFERENCES communities(id) ON DELETE CASCADE,
+            embedding BLOB NOT NULL,
+            dim INTEGER NOT NULL CHECK (dim > 0 AND length(embedding) = 4 * dim),
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX templates_by_person ON templates(person_key)",
+        "CREATE INDEX templates_by_community ON templates(community, id)",
+    ),
+)
+
+#: The schema version this code writes and understands.
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+_PERSON_COLUMNS: Final = (
+    "p.key, p.community, p.person_id, p.name, p.role, p.expires_at, p.created_at, "
+    "(SELECT count(*) FROM templates t WHERE t.person_key = p.key)"
+)
+
+
+def _person_from_row(row: tuple[Any, ...]) -> Person:
+    key, community, person_id, name, role, expires_at, created_at, count = row
+    return Person(
+        key=int(key),
+        community=str(community),
+        person_id=str(person_id),
+        name=str(name),
+        role=cast(Role, role),
+        expires_at=None if expires_at is None else float(expires_at),
+        created_at=float(created_at),
+        template_count=int(count),
+    )
+
+
+def _community_missing(community: str) -> NotFoundError:
+    return NotFoundError(f"community {community!r} does not exist")
+
+
+def _person_missing(community: str, person_id: str) -> NotFoundError:
+    return NotFoundError(f"person {person_id!r} does not exist in community {community!r}")
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """What an enrolment changed: the person as stored, its new template ids, and the ids of
+    the templates it replaced (empty unless ``replace``)."""
+
+    person: Person
+    template_ids: np.ndarray  # (n,) int64, ascending
+    replaced_template_ids: np.ndarray  # (m,) int64
+    community_created: bool
+
+
+@dataclass(frozen=True)
+class FaceTemplates:
+    """A community's persons and templates, to rebuild its index from."""
+
+    persons: list[Person]
+    template_ids: np.ndarray  # (n,) int64, ascending
+    person_keys: np.ndarray  # (n,) int64, owner of each template
+    embeddings: np.ndarray  # (n, dim) float32
+
+
+class Store:
+    """SQLite persistence of communities, persons and face templates. Thread-safe."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / DB_FILENAME
+        self._lock = threading.Lock()
+        # isolation_level=None: no implicit transactions; _transaction() opens them explicitly.
+        self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            mode = self._con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise ConfigError(f"{self.path}: cannot switch SQLite to WAL mode (got {mode})")
+            self._con.execute("PRAGMA synchronous=NORMAL")
+            self._con.execute("PRAGMA foreign_keys=ON")
+            self._con.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except BaseException:
+            self._con.close()
+            raise
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._con
+                self._con.execute("COMMIT")
+            except BaseException:
+                if self._con.in_transaction:
+                    self._con.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._con
+
+    def _migrate(self) -> None:
+        with self._transaction() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = con.execute("SELECT version FROM schema_version").fetchone()
+            current = 0 if row is None else int(row[0])
+            if current > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{self.path} has schema version {current}, newer than this smartgate "
+                    f"understands ({SCHEMA_VERSION}); upgrade smartgate or use another data dir"
+                )
+            for statements in _MIGRATIONS[current:]:
+                for statement in statements:
+                    con.execute(statement)
+            if row is None:
+                con.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif current != SCHEMA_VERSION:
+                con.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    def schema_version(self) -> int:
+        with self._reading() as con:
+            return int(con.execute("SELECT version FROM schema_version").fetchone()[0])
+
+    # -- communities ----------------------------------------------------------------------
+
+    def create_community(self, community: str, now: float) -> None:
+        """Raises ``AlreadyExistsError`` when it exists."""
+        with self._transaction() as con:
+            if _community_exists(con, community):
+                raise AlreadyExistsError(f"community {community!r} exists already")
+            con.execute("INSERT INTO communities (id, created_at) VALUES (?, ?)", (community, now))
+
+    def communities(self) -> list[str]:
+        with self._reading() as con:
+            return [str(r[0]) for r in con.execute("SELECT id FROM communities ORDER BY id")]
+
+    # -- persons and face templates -------------------------------------------------------
+
+    def enroll(
+        self,
+        community: str,
+        person_id: str,
+        embeddings: np.ndarray,
+        *,
+        name: str,
+        role: Role,
+        expires_at: float | None,
+        replace: bool,
+        now: float,
+    ) -> Enrolled:
+        """Store a person with the templates ``embeddings`` ``(n, dim)`` float32, atomically.
+
+        Creates the community when missing. When the person exists: ``AlreadyExistsError``
+        unless ``replace``, which keeps its key and creation time, updates name, role and
+        expiry, and swaps every template for the new ones.
+        """
+        with self._transaction() as con:
+            created = not _community_exists(con, community)
+            if created:
+                con.execute(
+                    "INSERT INTO communities (id, created_at) VALUES (?, ?)", (community, now)
+                )
+            row = con.execute(
+                "SELECT key FROM persons WHERE community = ? AND person_id = ?",
+                (community, person_id),
+            ).fetchone()
+            replaced = np.empty(0, np.int64)
+            if row is None:
+                key = _insert(
+                    con,
+                    "INSERT INTO persons (community, person_id, name, role, expires_at, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (community, person_id, name, role, expires_at, now),
+                )
+            elif not replace:
+                raise AlreadyExistsError(
+                    f"person {person_id!r} exists already in community {community!r} "
+                    "(enrol with replace to swap their templates)"
+                )
+            else:
+                key = int(row[0])
+                replaced = _template_ids_of(con, key)
+                con.execute("DELETE FROM templates WHERE person_key = ?", (key,))
+                con.execute(
+                    "UPDATE persons SET name = ?, role = ?, expires_at = ? WHERE key = ?",
+                    (name, role, expires_at, key),
+                )
+            dim = int(embeddings.shape[1])
+            ids = [
+                _insert(
+                    con,
+                    "INSERT INTO templates (person_key, community, embedding, dim, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (key, community, _encode(vector), dim, now),
+                )
+                for vector in embeddings
+            ]
+            person = _person_from_row(
+                con.execute(
+                    f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE p.key = ?", (key,)
+                ).fetchone()
+            )
+        return Enrolled(person, np.array(ids, np.int64), replaced, created)
+
+    def remove_person(self, community: str, person_id: str) -> tuple[int, np.ndarray]:
+        """Delete a person and every template of theirs. Returns ``(key, template_ids)``."""
+        with self._transaction() as con:
+            key = _person_key(con, community, person_id)
+            ids = _template_ids_of(con, key)
+            con.execute("DELETE FROM templates WHERE person_key = ?", (key,))
+            con.execute("DELETE FROM persons WHERE key = ?", (key,))
+        return key, ids
+
+    def get_person(self, community: str, person_id: str) -> Person:
+        with self._reading() as con:
+            row = con.execute(
+                f"SELECT {_PERSON_COLUMNS} FROM persons p "
+                "WHERE p.community = ? AND p.person_id = ?",
+                (community, person_id),
+            ).fetchone()
+            if row is None:
+                if not _community_exists(con, community):
+                    raise _community_missing(community)
+                raise _person_missing(community, person_id)
+        return _person_from_row(row)
+
+    def list_persons(
+        self, community: str, *, role: Role | None, limit: int, after: str | None
+    ) -> list[Person]:
+        """Persons ordered by ``person_id``, those after ``after`` only, at most ``limit``."""
+        where, args = ["p.community = ?"], [community]
+        if role is not None:
+            where.append("p.role = ?")
+            args.append(role)
+        if after is not None:
+            where.append("p.person_id > ?")
+            args.append(after)
+        with self._reading() as con:
+            if not _community_exists(con, community):
+                raise _community_missing(community)
+            rows = con.execute(
+                f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE {' AND '.join(where)} "
+                "ORDER BY p.person_id LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [_person_from_row(r) for r in rows]
+
+    def template_dims(self) -> dict[int, int]:
+        """How many templates are stored per embedding dimension."""
+        with self._reading() as con:
+            rows = con.execute("SELECT dim, count(*) FROM templates GROUP BY dim").fetchall()
+        return {int(d): int(n) for d, n in rows}
+
+    def face_templates(self, community: str, dim: int) -> FaceTemplates:
+        """Every person and template of ``community``; templates must all be ``dim`` wide."""
+        with self._reading() as con:
+            persons = [
+                _person_from_row(r)
+                for r in con.execute(
+                    f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE p.community = ? ORDER BY p.key",
+                    (community,),
+                )
+            ]
+            rows = con.execute(
+                "SELECT id, person_key, dim, embedding FROM templates WHERE community = ? "
+                "ORDER BY id",
+                (community,),
+            ).fetchall()
+        if any(int(r[2]) != dim for r in rows):
+            raise ModelError(f"community {community!r} holds face templates not {dim} wide")
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        keys = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+        blob = b"".join(r[3] for r in rows)
+        vectors = np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(len(rows), dim)
+        return FaceTemplates(persons, ids, keys, vectors)
+
+
+def _insert(con: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
+    rowid = con.execute(sql, args).lastrowid
+    if rowid is None:  # cannot happen for an INSERT into a rowid table
+        raise RuntimeError(f"SQLite returned no rowid for: {sql}")
+    return int(rowid)
+
+
+def _community_exists(con: sqlite3.Connection, community: str) -> bool:
+    return (
+        con.execute("SELECT 1 FROM communities WHERE id = ?", (community,)).fetchone() is not None
+    )
+
+
+def _person_key(con: sqlite3.Connection, community: str, person_id: str) -> int:
+    row = con.execute(
+        "SELECT key FROM persons WHERE community = ? AND person_id = ?", (community, person_id)
+    ).fetchone()
+    if row is None:
+        if not _community_exists(con, community):
+            raise _community_missing(community)
+        raise _person_missing(community, person_id)
+    return int(row[0])
+
+
+def _template_ids_of(con: sqlite3.Connection, person_key: int) -> np.ndarray:
+    rows = con.execute(
+        "SELECT id FROM templates WHERE person_key = ? ORDER BY id", (person_key,)
+    ).fetchall()
+    return np.array([r[0] for r in rows], np.int64)
+
+
+def _encode(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
