@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cluster.decide import Action, FaceVerdict, decide
+from indexer.face_index import set_search_threads
 from indexer.registry import FaceRegistry
 from indexer.types import Identification, Person
 from recognizer.faces.analyzer import FaceAnalyzer, FaceObservation, StageTimer
@@ -70,9 +71,7 @@ class Engine:
     def from_config(cls, config: Config) -> Engine:
         from recognizer.faces.factory import build_face_analyzer
 
-        import faiss
-
-        faiss.omp_set_num_threads(config.match.faiss_threads)
+        set_search_threads(config.match.faiss_threads)
         analyzer = build_face_analyzer(config)
         registry = FaceRegistry(config.data_dir, analyzer.embedder.dim)
         return cls(config, analyzer, registry)

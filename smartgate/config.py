@@ -64,7 +64,7 @@ class DetectConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    min_face_px: float = 40.0
+    min_face_px: float = 48.0
     min_sharpness: float = 40.0
     max_yaw_ratio: float = 0.6
 

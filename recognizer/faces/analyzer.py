@@ -21,7 +21,7 @@ from recognizer.faces.quality import QualityReport, QualityThresholds, assess, f
 from recognizer.image import DecodedImage
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FaceObservation:
     """One face. ``box``: ``(4,)`` [x1, y1, x2, y2] and ``landmarks``: ``(5, 2)``, both in
     original pixels; ``embedding``: ``(dim,)`` unit vector, or None when the face was not

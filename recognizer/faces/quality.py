@@ -10,7 +10,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class QualityThresholds:
-    min_face_px: float = 40.0  # face size (see ``face_size``) in original pixels
+    min_face_px: float = 48.0  # face size (see ``face_size``) in original pixels
     min_sharpness: float = 40.0  # variance of the Laplacian on the aligned 112×112 gray crop
     max_yaw_ratio: float = 0.6  # |nose offset from the eye midline| / eye distance
 

@@ -1,0 +1,105 @@
+"""The ``smartgate`` command line as a user runs it: real processes, real server, real photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SMARTGATE = [sys.executable, "-m", "cluster.cli"]
+
+
+def _env(models_dir: Path) -> dict[str, str]:
+    return {**os.environ, "SMARTGATE_MODELS__CACHE_DIR": str(models_dir), "PYTHONUNBUFFERED": "1"}
+
+
+def _run(args: list[str], models_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SMARTGATE, *args], capture_output=True, text=True, timeout=180, env=_env(models_dir)
+    )
+
+
+def test_detect_prints_one_json_line_per_image(faces_dir: Path, models_dir: Path) -> None:
+    files = [faces_dir / "examples_obama.jpg", faces_dir / "examples_two_people.jpg"]
+    out = _run(["detect", "--json", *map(str, files)], models_dir)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [Path(r["file"]).name for r in rows] == [f.name for f in files]
+    assert len(rows[0]["faces"]) >= 1
+    assert len(rows[1]["faces"]) >= 2
+    face = rows[0]["faces"][0]
+    assert len(face["box"]) == 4 and len(face["landmarks"]) == 5
+    assert set(face) >= {"box", "score", "landmarks", "quality", "match"}
+    assert face["match"] is None
+
+
+def test_detect_reports_bad_files_on_stderr(tmp_path: Path, faces_dir: Path, models_dir: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff broken")
+    out = _run(["detect", "--json", str(bad), str(faces_dir / "examples_biden.jpg")], models_dir)
+    assert out.returncode == 1
+    assert "bad.jpg" in out.stderr and "JPEG" in out.stderr
+    assert len(out.stdout.splitlines()) == 1  # the good file was still processed
+
+
+@pytest.fixture
+def served(tmp_path: Path, models_dir: Path) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [*SMARTGATE, "serve", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(models_dir),
+    )
+    try:
+        assert proc.stdout is not None
+        address = None
+        for line in proc.stdout:
+            m = re.search(r"serving on (\S+)", line)
+            if m:
+                address = m.group(1)
+                break
+        assert address, "server did not start"
+        yield address
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_serve_enroll_identify_remove(served: str, faces_dir: Path, models_dir: Path) -> None:
+    enroll = _run(["enroll", "--server", served, "--community", "c1", "--person", "obama",
+                   "--name", "Barack Obama", str(faces_dir / "examples_obama.jpg")], models_dir)
+    assert enroll.returncode == 0, enroll.stderr
+    assert json.loads(enroll.stdout)["templates"] == 1
+    ident = _run(["identify", "--server", served, "--community", "c1", "--json",
+                  str(faces_dir / "examples_obama2.jpg"), str(faces_dir / "examples_biden.jpg")],
+                 models_dir)
+    assert ident.returncode == 0, ident.stderr
+    rows = [json.loads(line) for line in ident.stdout.splitlines()]
+    assert [r["action"] for r in rows] == ["OPEN", "STRANGER"]
+    assert rows[0]["faces"][0]["match"]["person_id"] == "obama"
+    persons = _run(["persons", "--server", served, "--community", "c1"], models_dir)
+    assert json.loads(persons.stdout)["person_id"] == "obama"
+    missing = _run(["identify", "--server", served, "--community", "nope",
+                    str(faces_dir / "examples_obama2.jpg")], models_dir)
+    assert missing.returncode == 1 and "community 'nope' does not exist" in missing.stderr
+    removed = _run(["remove", "--server", served, "--community", "c1", "--person", "obama"],
+                   models_dir)
+    assert json.loads(removed.stdout)["templates_removed"] == 1
+    again = _run(["remove", "--server", served, "--community", "c1", "--person", "obama"],
+                 models_dir)
+    assert again.returncode == 1 and "NOT_FOUND" in again.stderr
+
+
+def test_missing_models_stop_start_up_with_the_fix(tmp_path: Path) -> None:
+    out = _run(["serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"],
+               tmp_path / "no-models")
+    assert out.returncode == 1
+    assert "smartgate models fetch" in out.stderr
