@@ -114,20 +114,11 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from recognizer.models.catalog import CATALOG
-    from recognizer.models.store import ModelStore
+    from recognizer.models.store import ModelStore, format_status
 
-    cfg = _config(args)
-    store = ModelStore(cfg.models.cache_dir)
-    status = 0
-    for name in CATALOG:
-        try:
-            model = store.load(name)
-            print(f"{name:<20} ok       {model.path}")
-        except SmartgateError as exc:
-            print(f"{name:<20} missing  {exc}")
-            status = EXIT_ERROR
-    return status
+    rows = ModelStore(_config(args).models.cache_dir).status()
+    print(format_status(rows))
+    return 0 if all(r.state == "ok" for r in rows) else EXIT_ERROR
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -379,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,24 +54,26 @@ def test_detect_reports_bad_files_on_stderr(tmp_path: Path, faces_dir: Path, mod
 
 @pytest.fixture
 def served(tmp_path: Path, models_dir: Path) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [*SMARTGATE, "serve", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(models_dir),
-    )
+    """``smartgate serve`` in its own process on a free port; yields its address."""
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [*SMARTGATE, "serve", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=_env(models_dir),
+        )
     try:
-        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
         address = None
-        for line in proc.stdout:
-            m = re.search(r"serving on (\S+)", line)
-            if m:
-                address = m.group(1)
-                break
-        assert address, "server did not start"
+        while address is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"serving on (\S+)", log_path.read_text())
+            address = m.group(1) if m else None
+            time.sleep(0.1)
+        assert address, f"server did not start:\n{log_path.read_text()}"
         yield address
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
-    assert proc.returncode == 0
+    assert proc.returncode == 0, log_path.read_text()
 
 
 def test_serve_enroll_identify_remove(served: str, faces_dir: Path, models_dir: Path) -> None:

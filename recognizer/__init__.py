@@ -1,0 +1,1 @@
+"""Recognition: model catalogue, model cache and inference backends (faces and plates)."""
