@@ -45,7 +45,7 @@ test: models
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/cython-lint native/
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cython-lint native/
 	$(VENV)/bin/mypy
 
 format: setup

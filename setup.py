@@ -14,7 +14,7 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["native/_detect_cy.pyx", "native/_match_cy.pyx"]
+KERNELS = ["native/_detect_cy.pyx", "native/_match_cy.pyx", "native/_ctc_cy.pyx"]
 
 
 def _require_compiler() -> None:
@@ -50,7 +50,9 @@ def _extensions() -> list[Extension]:
     return cythonize(exts, compiler_directives=directives, quiet=True)
 
 
-if any(cmd in sys.argv for cmd in ("build_ext", "bdist_wheel", "editable_wheel", "develop", "install")):
+if any(
+    cmd in sys.argv for cmd in ("build_ext", "bdist_wheel", "editable_wheel", "develop", "install")
+):
     _require_compiler()
 
 setup(ext_modules=_extensions())

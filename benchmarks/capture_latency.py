@@ -16,7 +16,7 @@ import queue
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -41,7 +41,14 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def run_once(config: Config, frames: int, warmup: int) -> dict[str, object]:
+@dataclass(frozen=True)
+class LatencyRun:
+    server: dict[str, float]  # p50/p95/p99/max of frame received → decision sent, ms
+    client: dict[str, float]  # the same seen by the camera (send → decision received)
+    stages_p50: dict[str, float]  # median ms per server stage
+
+
+def run_once(config: Config, frames: int, warmup: int) -> LatencyRun:
     from cluster.engine import Engine
     from cluster.server import start_server
 
@@ -72,11 +79,11 @@ def run_once(config: Config, frames: int, warmup: int) -> dict[str, object]:
             outbox.put(None)
     finally:
         running.stop(0)
-    return {
-        "server": percentiles(server_ms["total"]),
-        "client": percentiles(client_ms),
-        "stages_p50": {s: float(np.median(v)) for s, v in server_ms.items()},
-    }
+    return LatencyRun(
+        server=percentiles(server_ms["total"]),
+        client=percentiles(client_ms),
+        stages_p50={s: float(np.median(v)) for s, v in server_ms.items()},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--intra-op", type=int, nargs="+", default=None,
-                        help="onnxruntime intra-op thread counts to compare (default: config)")
+    parser.add_argument(
+        "--intra-op",
+        type=int,
+        nargs="+",
+        default=None,
+        help="onnxruntime intra-op thread counts to compare (default: config)",
+    )
     args = parser.parse_args(argv)
     base = load_config(args.config)
     settings = args.intra_op or [base.models.intra_op_threads]
@@ -102,15 +114,17 @@ def main(argv: list[str] | None = None) -> int:
                 models=replace(base.models, intra_op_threads=threads),
             )
             r = run_once(config, args.frames, args.warmup)
-        s, c = r["server"], r["client"]
-        print(f"| {threads} | {s['p50']:.1f} | {s['p95']:.1f} | {s['p99']:.1f} | {s['max']:.1f} "  # type: ignore[index]
-              f"| {c['p50']:.1f} | {c['p99']:.1f} |")  # type: ignore[index]
-        stage_rows.append((threads, r["stages_p50"]))
+        s, c = r.server, r.client
+        print(
+            f"| {threads} | {s['p50']:.1f} | {s['p95']:.1f} | {s['p99']:.1f} | {s['max']:.1f} "
+            f"| {c['p50']:.1f} | {c['p99']:.1f} |"
+        )
+        stage_rows.append((threads, r.stages_p50))
     print("\nper-stage median (ms, server side):\n")
     print("| intra-op | " + " | ".join(STAGES) + " |")
     print("|---|" + "---|" * len(STAGES))
     for threads, stages in stage_rows:
-        print(f"| {threads} | " + " | ".join(f"{stages[s]:.2f}" for s in STAGES) + " |")  # type: ignore[index]
+        print(f"| {threads} | " + " | ".join(f"{stages[s]:.2f}" for s in STAGES) + " |")
     return 0
 
 

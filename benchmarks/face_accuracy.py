@@ -52,7 +52,9 @@ class AccuracyReport:
 
     def table(self) -> str:
         g, i = self.genuine, self.impostor
-        d_prime = (g.mean() - i.mean()) / np.sqrt((g.var() + i.var()) / 2) if g.size and i.size else 0
+        d_prime = (
+            (g.mean() - i.mean()) / np.sqrt((g.var() + i.var()) / 2) if g.size and i.size else 0
+        )
         lines = [
             f"threshold {self.threshold:.3f}, margin {self.margin:.3f}",
             f"rank-1 identification: {self.rank1_correct}/{self.probes} = {100 * self.rank1:.1f} %",
@@ -74,9 +76,11 @@ class AccuracyReport:
             fr = int((g < self.threshold).sum())
             fa = int((i >= self.threshold).sum())
             lines.append(f"at the threshold: {fr} genuine pairs below, {fa} impostor pairs above")
-        for title, rows in (("rank-1 failures", self.failures),
-                            ("false accepts", self.false_accepts + self.background_accepts),
-                            ("labelled faces not found", self.missing_labels)):
+        for title, rows in (
+            ("rank-1 failures", self.failures),
+            ("false accepts", self.false_accepts + self.background_accepts),
+            ("labelled faces not found", self.missing_labels),
+        ):
             if rows:
                 lines.append(f"\n{title}:")
                 lines.extend(f"  {r}" for r in rows)
@@ -120,7 +124,8 @@ def evaluate(
     for s in samples:
         gallery.setdefault(s.label.identity, s)
     probes = [
-        s for s in samples
+        s
+        for s in samples
         if not related(s.label.file, gallery[s.label.identity].label.file, labels)
     ]
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,7 +181,8 @@ def _registry(path: Path, gallery: dict[str, Sample], dim: int) -> FaceRegistry:
 def _pair_scores(
     samples: list[Sample], labels: list[LabelledFace]
 ) -> tuple[np.ndarray, np.ndarray]:
-    genuine, impostor = [], []
+    genuine: list[float] = []
+    impostor: list[float] = []
     for a in range(len(samples)):
         for b in range(a + 1, len(samples)):
             sa, sb = samples[a], samples[b]

@@ -24,8 +24,11 @@ from smartgate.v1 import capture_pb2, common_pb2
 log = logging.getLogger("smartgate")
 
 EXIT_ERROR = 1
-ROLES = {"resident": common_pb2.ROLE_RESIDENT, "visitor": common_pb2.ROLE_VISITOR,
-         "watchlist": common_pb2.ROLE_WATCHLIST}
+ROLES = {
+    "resident": common_pb2.ROLE_RESIDENT,
+    "visitor": common_pb2.ROLE_VISITOR,
+    "watchlist": common_pb2.ROLE_WATCHLIST,
+}
 ACTION_NAMES = {v: k.removeprefix("ACTION_") for k, v in capture_pb2.Action.items()}
 ROLE_NAMES = {v: k.removeprefix("ROLE_").lower() for k, v in common_pb2.Role.items()}
 
@@ -75,16 +78,14 @@ def decision_json(d: capture_pb2.Decision) -> dict[str, Any]:
         "timings_ms": {k: round(v, 2) for k, v in sorted(d.timings_ms.items())},
     }
     if d.status.code:
-        out["status"] = {"code": grpc.StatusCode(_code(d.status.code)).name,
-                         "message": d.status.message}
+        out["status"] = {
+            "code": CODE_NAMES.get(d.status.code, "UNKNOWN"),
+            "message": d.status.message,
+        }
     return out
 
 
-def _code(number: int) -> tuple[int, str]:
-    for code in grpc.StatusCode:
-        if code.value[0] == number:
-            return code.value  # type: ignore[no-any-return]
-    return grpc.StatusCode.UNKNOWN.value  # type: ignore[no-any-return]
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -139,8 +140,10 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
     limit = 64 * 1024 * 1024
     return grpc.insecure_channel(
         args.server,
-        options=[("grpc.max_send_message_length", limit),
-                 ("grpc.max_receive_message_length", limit)],
+        options=[
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+        ],
     )
 
 
@@ -185,9 +188,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             timeout=args.timeout,
         )
     p = reply.person
-    _emit({"community": p.community, "person_id": p.person_id, "name": p.name,
-           "role": ROLE_NAMES[p.role], "templates": p.template_count,
-           "faces": [face_json(f) for f in reply.faces]})
+    _emit(
+        {
+            "community": p.community,
+            "person_id": p.person_id,
+            "name": p.name,
+            "role": ROLE_NAMES[p.role],
+            "templates": p.template_count,
+            "faces": [face_json(f) for f in reply.faces],
+        }
+    )
     return 0
 
 
@@ -199,8 +209,13 @@ def cmd_remove(args: argparse.Namespace) -> int:
             registry_pb2.RemovePersonRequest(community=args.community, person_id=args.person),
             timeout=args.timeout,
         )
-    _emit({"community": args.community, "person_id": args.person,
-           "templates_removed": reply.templates_removed})
+    _emit(
+        {
+            "community": args.community,
+            "person_id": args.person,
+            "templates_removed": reply.templates_removed,
+        }
+    )
     return 0
 
 
@@ -216,8 +231,14 @@ def cmd_persons(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             )
             for p in reply.persons:
-                _emit({"person_id": p.person_id, "name": p.name, "role": ROLE_NAMES[p.role],
-                       "templates": p.template_count})
+                _emit(
+                    {
+                        "person_id": p.person_id,
+                        "name": p.name,
+                        "role": ROLE_NAMES[p.role],
+                        "templates": p.template_count,
+                    }
+                )
             token = reply.next_page_token
             if not token:
                 return 0
@@ -233,8 +254,9 @@ def cmd_identify(args: argparse.Namespace) -> int:
     status = 0
     with _channel(args) as channel:
         stub = capture_pb2_grpc.CaptureStub(channel)
-        for path, decision in zip(args.images, stub.Stream(iter(frames), timeout=args.timeout),
-                                  strict=True):
+        for path, decision in zip(
+            args.images, stub.Stream(iter(frames), timeout=args.timeout), strict=True
+        ):
             out = {"file": path, **decision_json(decision)}
             if decision.status.code:
                 status = EXIT_ERROR
@@ -242,8 +264,11 @@ def cmd_identify(args: argparse.Namespace) -> int:
             if args.json:
                 _emit(out)
             else:
-                who = [f["match"]["person_id"] for f in out["faces"]
-                       if f["match"] and f["match"]["accepted"]]
+                who = [
+                    f["match"]["person_id"]
+                    for f in out["faces"]
+                    if f["match"] and f["match"]["accepted"]
+                ]
                 print(f"{path}: {out['action']} {', '.join(who)} ({out['reason']})")
     return status
 
@@ -259,8 +284,14 @@ def cmd_search(args: argparse.Namespace) -> int:
             timeout=args.timeout,
         )
     for hit in reply.hits:
-        _emit({"community": hit.person.community, "person_id": hit.person.person_id,
-               "name": hit.person.name, "score": round(hit.score, 4)})
+        _emit(
+            {
+                "community": hit.person.community,
+                "person_id": hit.person.person_id,
+                "name": hit.person.name,
+                "score": round(hit.score, 4),
+            }
+        )
     return 0
 
 
@@ -282,8 +313,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
             print(f"error: {path}: {exc}", file=sys.stderr)
             status = EXIT_ERROR
             continue
-        out = {"file": path, "width": image.width, "height": image.height,
-               "faces": [face_json(face_pb(f)) for f in faces]}
+        out = {
+            "file": path,
+            "width": image.width,
+            "height": image.height,
+            "faces": [face_json(face_pb(f)) for f in faces],
+        }
         if args.json:
             _emit(out)
         else:

@@ -5,23 +5,23 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cluster.engine import MatchedFace
-from indexer.types import Identification, Person
+from indexer.types import Identification, Person, Role
 from recognizer.faces.analyzer import FaceObservation
 from smartgate.v1 import common_pb2
 
-ROLE_TO_PB = {
+ROLE_TO_PB: dict[Role, common_pb2.Role] = {
     "resident": common_pb2.ROLE_RESIDENT,
     "visitor": common_pb2.ROLE_VISITOR,
     "watchlist": common_pb2.ROLE_WATCHLIST,
 }
-PB_TO_ROLE = {v: k for k, v in ROLE_TO_PB.items()}
+PB_TO_ROLE: dict[int, Role] = {v: k for k, v in ROLE_TO_PB.items()}
 
 
 def timestamp(seconds: float | None) -> Timestamp | None:
     if seconds is None:
         return None
     ts = Timestamp()
-    ts.FromNanoseconds(int(round(seconds * 1e9)))
+    ts.FromNanoseconds(round(seconds * 1e9))
     return ts
 
 
@@ -60,7 +60,10 @@ def face_pb(face: FaceObservation, ident: Identification | None = None) -> commo
     q = face.quality
     msg = common_pb2.Face(
         box=common_pb2.Box(
-            x1=float(face.box[0]), y1=float(face.box[1]), x2=float(face.box[2]), y2=float(face.box[3])
+            x1=float(face.box[0]),
+            y1=float(face.box[1]),
+            x2=float(face.box[2]),
+            y2=float(face.box[3]),
         ),
         score=face.score,
         landmarks=[common_pb2.Point(x=float(x), y=float(y)) for x, y in face.landmarks.tolist()],

@@ -78,9 +78,7 @@ class Engine:
 
     # -- capture ---------------------------------------------------------------------------
 
-    def process_frame(
-        self, community: str, image: bytes, now: float | None = None
-    ) -> FrameResult:
+    def process_frame(self, community: str, image: bytes, now: float | None = None) -> FrameResult:
         """Decide what the gate does for one frame of ``community``."""
         timer = StageTimer()
         if not community:

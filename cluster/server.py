@@ -15,8 +15,14 @@ from cluster.engine import Engine
 from cluster.servicers import CaptureServicer, RegistryServicer, SearchServicer
 from smartgate.config import ServerConfig
 from smartgate.errors import ConfigError
-from smartgate.v1 import capture_pb2, capture_pb2_grpc, registry_pb2, registry_pb2_grpc
-from smartgate.v1 import search_pb2, search_pb2_grpc
+from smartgate.v1 import (
+    capture_pb2,
+    capture_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +67,11 @@ def start_server(engine: Engine, config: ServerConfig) -> RunningServer:
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     host, _, port_text = config.listen.rpartition(":")

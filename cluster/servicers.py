@@ -38,7 +38,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
             seq=frame.seq,
             community=frame.community,
             gate=frame.gate,
-            action=int(result.action),
+            action=capture_pb2.Action.Name(int(result.action)),
             faces=convert.matched_faces_pb(result.faces),
             reason=result.reason,
         )
@@ -145,6 +145,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             if size > MAX_PAGE_SIZE:
                 raise InvalidInputError(f"page_size is at most {MAX_PAGE_SIZE}, got {size}")
             role = convert.PB_TO_ROLE.get(request.role) if request.role else None
+            if request.role and role is None:
+                raise InvalidInputError(f"unknown role {request.role}")
             persons = self.engine.registry.list_persons(
                 request.community, role=role, limit=size + 1, after=request.page_token or None
             )

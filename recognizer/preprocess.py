@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from recognizer.models.manifest import ModelManifest
+from smartgate.errors import ModelError
+
 
 def to_blob(
     images: Sequence[np.ndarray] | np.ndarray,
@@ -32,3 +35,13 @@ def to_blob(
         if std[c] != 1.0:
             out[:, c] *= np.float32(1.0 / std[c])
     return out
+
+
+def square_input_size(manifest: ModelManifest) -> int:
+    """The side of a model's fixed square input, or ``ModelError`` if it has none."""
+    size = manifest.input.size
+    if size is None or size[0] is None or size[0] != size[1]:
+        raise ModelError(
+            f"model {manifest.name} must declare a fixed square input size, got {size}"
+        )
+    return int(size[0])

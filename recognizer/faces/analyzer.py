@@ -94,7 +94,9 @@ class FaceAnalyzer:
                 [self._align(image, dets.landmarks[i], crop_size) for i in range(len(dets))]
             )
         with timer.stage("quality"):
-            reports = [assess(dets.landmarks[i], aligned[i], self.quality) for i in range(len(dets))]
+            reports = [
+                assess(dets.landmarks[i], aligned[i], self.quality) for i in range(len(dets))
+            ]
         chosen = [i for i, r in enumerate(reports) if embed_all or r.usable]
         embeddings = np.zeros((0, self.embedder.dim), dtype=np.float32)
         live = np.zeros(0, dtype=np.float32)
@@ -107,7 +109,10 @@ class FaceAnalyzer:
                     crops = np.stack(
                         [
                             context_crop(
-                                image.scaled, dets.boxes[i], self.liveness.crop_factor, size,
+                                image.scaled,
+                                dets.boxes[i],
+                                self.liveness.crop_factor,
+                                size,
                                 image.scale,
                             )
                             for i in chosen

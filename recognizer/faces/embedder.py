@@ -7,16 +7,14 @@ import numpy as np
 
 from recognizer.backends.base import InferenceBackend
 from recognizer.models.manifest import ModelManifest
-from recognizer.preprocess import to_blob
+from recognizer.preprocess import square_input_size, to_blob
 
 
 class FaceEmbedder:
     def __init__(self, backend: InferenceBackend, manifest: ModelManifest) -> None:
-        if manifest.input.size is None:
-            raise ValueError(f"embedder {manifest.name} must declare a fixed input size")
         self.backend = backend
         self.manifest = manifest
-        self.input_size = int(manifest.input.size[0])
+        self.input_size = square_input_size(manifest)
         self.dim = int(manifest.embedding_size or 0)
         self.batchable = manifest.input.batch == "dynamic"
         self._input_name = manifest.input.name
@@ -38,8 +36,10 @@ class FaceEmbedder:
             raw = self.backend.run({self._input_name: blob})[self._output_name]
         else:
             raw = np.concatenate(
-                [self.backend.run({self._input_name: blob[i : i + 1]})[self._output_name]
-                 for i in range(blob.shape[0])]
+                [
+                    self.backend.run({self._input_name: blob[i : i + 1]})[self._output_name]
+                    for i in range(blob.shape[0])
+                ]
             )
         vectors = raw.reshape(crops.shape[0], -1).astype(np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -6,7 +6,7 @@ import numpy as np
 
 from recognizer.backends.base import InferenceBackend
 from recognizer.models.manifest import ModelManifest
-from recognizer.preprocess import to_blob
+from recognizer.preprocess import square_input_size, to_blob
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -20,7 +20,7 @@ class LivenessScorer:
     def __init__(self, backend: InferenceBackend, manifest: ModelManifest) -> None:
         self.backend = backend
         self.manifest = manifest
-        self.input_size = int(manifest.input.size[0]) if manifest.input.size else 128
+        self.input_size = square_input_size(manifest)
         self.crop_factor = float(manifest.extra.get("crop_scale", 2.7))
         self.live_class = int(manifest.extra.get("live_class", 0))
         self._input_name = manifest.input.name

@@ -40,7 +40,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "fetch_models":
-        from recognizer.models.fetch import fetch_models  # noqa: PLC0415 - kept off start-up
+        from recognizer.models.fetch import fetch_models
 
         return fetch_models
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

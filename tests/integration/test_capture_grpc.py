@@ -107,8 +107,7 @@ def test_stream_answers_every_frame_in_order_and_survives_bad_ones(  # type: ign
     assert [d.seq for d in decisions] == list(range(1, 10))
     by_seq = {d.seq: d for d in decisions}
     assert by_seq[1].action == capture_pb2.ACTION_OPEN
-    for seq, text in ((2, "neither JPEG nor PNG"), (3, "truncated"), (4, "empty"),
-                      (8, "PNG")):
+    for seq, text in ((2, "neither JPEG nor PNG"), (3, "truncated"), (4, "empty"), (8, "PNG")):
         assert by_seq[seq].status.code == INVALID, seq
         assert text in by_seq[seq].status.message
     assert by_seq[5].action == capture_pb2.ACTION_NONE and by_seq[5].status.code == 0
@@ -138,8 +137,13 @@ def test_message_larger_than_the_grpc_limit_is_refused(capture, enrolled) -> Non
 
 
 def test_watchlist_alerts_and_visitor_expiry(capture, registry, enrolled, faces_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    _enroll(registry, "c1", "biden", [_photo(faces_dir, "examples_biden.jpg")],
-            role=common_pb2.ROLE_WATCHLIST)
+    _enroll(
+        registry,
+        "c1",
+        "biden",
+        [_photo(faces_dir, "examples_biden.jpg")],
+        role=common_pb2.ROLE_WATCHLIST,
+    )
     d = capture.Submit(_frame(_photo(faces_dir, "examples_knn_examples_train_biden_biden2.jpg")))
     assert d.action == capture_pb2.ACTION_ALERT
     # A frame with a resident and a watch-listed person alerts.
@@ -147,11 +151,24 @@ def test_watchlist_alerts_and_visitor_expiry(capture, registry, enrolled, faces_
     assert d.action == capture_pb2.ACTION_ALERT
     kit = _photo(faces_dir, "examples_knn_examples_train_kit_harington_john1.jpeg")
     kit_probe = _photo(faces_dir, "examples_knn_examples_train_kit_harington_john2.jpeg")
-    _enroll(registry, "c1", "kit", [kit], role=common_pb2.ROLE_VISITOR,
-            expires_at=_ts(time.time() + 3600))
+    _enroll(
+        registry,
+        "c1",
+        "kit",
+        [kit],
+        role=common_pb2.ROLE_VISITOR,
+        expires_at=_ts(time.time() + 3600),
+    )
     assert capture.Submit(_frame(kit_probe)).action == capture_pb2.ACTION_OPEN
-    _enroll(registry, "c1", "kit", [kit], role=common_pb2.ROLE_VISITOR,
-            expires_at=_ts(time.time() - 1), replace=True)
+    _enroll(
+        registry,
+        "c1",
+        "kit",
+        [kit],
+        role=common_pb2.ROLE_VISITOR,
+        expires_at=_ts(time.time() - 1),
+        replace=True,
+    )
     d = capture.Submit(_frame(kit_probe))
     assert d.action == capture_pb2.ACTION_STRANGER
     assert "expired" in d.reason
@@ -190,13 +207,20 @@ def test_duplicate_enrolment_needs_replace(registry, enrolled, faces_dir: Path) 
     with pytest.raises(grpc.RpcError) as err:
         _enroll(registry, "c1", "obama", [_photo(faces_dir, "examples_obama2.jpg")])
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    reply = _enroll(registry, "c1", "obama", [_photo(faces_dir, "examples_obama2.jpg"),
-                                              _photo(faces_dir, "examples_obama.jpg")], replace=True)
+    reply = _enroll(
+        registry,
+        "c1",
+        "obama",
+        [_photo(faces_dir, "examples_obama2.jpg"), _photo(faces_dir, "examples_obama.jpg")],
+        replace=True,
+    )
     assert reply.person.template_count == 2
 
 
 def test_removal_erases_every_template(capture, registry, enrolled, faces_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    reply = registry.RemovePerson(registry_pb2.RemovePersonRequest(community="c1", person_id="obama"))
+    reply = registry.RemovePerson(
+        registry_pb2.RemovePersonRequest(community="c1", person_id="obama")
+    )
     assert reply.templates_removed == 1
     d = capture.Submit(_frame(_photo(faces_dir, "examples_obama2.jpg")))
     assert d.action == capture_pb2.ACTION_STRANGER
@@ -206,7 +230,9 @@ def test_removal_erases_every_template(capture, registry, enrolled, faces_dir: P
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_communities_are_created_explicitly_or_by_first_enrolment(registry, capture, enrolled, faces_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_communities_are_created_explicitly_or_by_first_enrolment(
+    registry, capture, enrolled, faces_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
     created = registry.CreateCommunity(registry_pb2.CreateCommunityRequest(community="c2"))
     assert created.created
     again = registry.CreateCommunity(registry_pb2.CreateCommunityRequest(community="c2"))
@@ -225,8 +251,11 @@ def test_search_face_across_communities(channel, registry, enrolled, faces_dir: 
     _enroll(registry, "c2", "barack", [_photo(faces_dir, "examples_obama2.jpg")])
     _enroll(registry, "c2", "biden", [_photo(faces_dir, "examples_biden.jpg")])
     search = search_pb2_grpc.SearchStub(channel)
-    reply = search.SearchFace(search_pb2.SearchFaceRequest(
-        communities=["c1", "c2"], image=_photo(faces_dir, "examples_obama_small.jpg"), top_k=3))
+    reply = search.SearchFace(
+        search_pb2.SearchFaceRequest(
+            communities=["c1", "c2"], image=_photo(faces_dir, "examples_obama_small.jpg"), top_k=3
+        )
+    )
     top = [(h.person.community, h.person.person_id) for h in reply.hits]
     assert set(top[:2]) == {("c1", "obama"), ("c2", "barack")}
     assert reply.hits[0].score >= reply.hits[-1].score
@@ -242,8 +271,11 @@ def test_state_survives_a_restart(engine, registry, enrolled, faces_dir: Path) -
     from cluster.engine import Engine
     from indexer.registry import FaceRegistry
 
-    restarted = Engine(engine.config, engine.analyzer,
-                       FaceRegistry(engine.config.data_dir, engine.analyzer.embedder.dim))
+    restarted = Engine(
+        engine.config,
+        engine.analyzer,
+        FaceRegistry(engine.config.data_dir, engine.analyzer.embedder.dim),
+    )
     result = restarted.process_frame("c1", _photo(faces_dir, "examples_obama2.jpg"))
     assert result.action.name == "OPEN"
 
@@ -256,6 +288,8 @@ def test_health_and_reflection(channel) -> None:  # type: ignore[no-untyped-def]
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    replies = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     names = {s.name for r in replies for s in r.list_services_response.service}
     assert {"smartgate.v1.Capture", "smartgate.v1.Registry", "smartgate.v1.Search"} <= names

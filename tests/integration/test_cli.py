@@ -43,7 +43,9 @@ def test_detect_prints_one_json_line_per_image(faces_dir: Path, models_dir: Path
     assert face["match"] is None
 
 
-def test_detect_reports_bad_files_on_stderr(tmp_path: Path, faces_dir: Path, models_dir: Path) -> None:
+def test_detect_reports_bad_files_on_stderr(
+    tmp_path: Path, faces_dir: Path, models_dir: Path
+) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff broken")
     out = _run(["detect", "--json", str(bad), str(faces_dir / "examples_biden.jpg")], models_dir)
@@ -59,7 +61,10 @@ def served(tmp_path: Path, models_dir: Path) -> Iterator[str]:
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [*SMARTGATE, "serve", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"],
-            stdout=log, stderr=subprocess.STDOUT, text=True, env=_env(models_dir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_env(models_dir),
         )
     try:
         deadline = time.monotonic() + 120
@@ -77,32 +82,68 @@ def served(tmp_path: Path, models_dir: Path) -> Iterator[str]:
 
 
 def test_serve_enroll_identify_remove(served: str, faces_dir: Path, models_dir: Path) -> None:
-    enroll = _run(["enroll", "--server", served, "--community", "c1", "--person", "obama",
-                   "--name", "Barack Obama", str(faces_dir / "examples_obama.jpg")], models_dir)
+    enroll = _run(
+        [
+            "enroll",
+            "--server",
+            served,
+            "--community",
+            "c1",
+            "--person",
+            "obama",
+            "--name",
+            "Barack Obama",
+            str(faces_dir / "examples_obama.jpg"),
+        ],
+        models_dir,
+    )
     assert enroll.returncode == 0, enroll.stderr
     assert json.loads(enroll.stdout)["templates"] == 1
-    ident = _run(["identify", "--server", served, "--community", "c1", "--json",
-                  str(faces_dir / "examples_obama2.jpg"), str(faces_dir / "examples_biden.jpg")],
-                 models_dir)
+    ident = _run(
+        [
+            "identify",
+            "--server",
+            served,
+            "--community",
+            "c1",
+            "--json",
+            str(faces_dir / "examples_obama2.jpg"),
+            str(faces_dir / "examples_biden.jpg"),
+        ],
+        models_dir,
+    )
     assert ident.returncode == 0, ident.stderr
     rows = [json.loads(line) for line in ident.stdout.splitlines()]
     assert [r["action"] for r in rows] == ["OPEN", "STRANGER"]
     assert rows[0]["faces"][0]["match"]["person_id"] == "obama"
     persons = _run(["persons", "--server", served, "--community", "c1"], models_dir)
     assert json.loads(persons.stdout)["person_id"] == "obama"
-    missing = _run(["identify", "--server", served, "--community", "nope",
-                    str(faces_dir / "examples_obama2.jpg")], models_dir)
+    missing = _run(
+        [
+            "identify",
+            "--server",
+            served,
+            "--community",
+            "nope",
+            str(faces_dir / "examples_obama2.jpg"),
+        ],
+        models_dir,
+    )
     assert missing.returncode == 1 and "community 'nope' does not exist" in missing.stderr
-    removed = _run(["remove", "--server", served, "--community", "c1", "--person", "obama"],
-                   models_dir)
+    removed = _run(
+        ["remove", "--server", served, "--community", "c1", "--person", "obama"], models_dir
+    )
     assert json.loads(removed.stdout)["templates_removed"] == 1
-    again = _run(["remove", "--server", served, "--community", "c1", "--person", "obama"],
-                 models_dir)
+    again = _run(
+        ["remove", "--server", served, "--community", "c1", "--person", "obama"], models_dir
+    )
     assert again.returncode == 1 and "NOT_FOUND" in again.stderr
 
 
 def test_missing_models_stop_start_up_with_the_fix(tmp_path: Path) -> None:
-    out = _run(["serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"],
-               tmp_path / "no-models")
+    out = _run(
+        ["serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"],
+        tmp_path / "no-models",
+    )
     assert out.returncode == 1
     assert "smartgate models fetch" in out.stderr

@@ -20,8 +20,12 @@ def _analyze(analyzer, path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     ("name", "at_least"),
-    [("examples_obama.jpg", 1), ("examples_two_people.jpg", 2),
-     ("examples_knn_examples_test_obama_and_biden.jpg", 2), ("tests_test_images_32bit.png", 1)],
+    [
+        ("examples_obama.jpg", 1),
+        ("examples_two_people.jpg", 2),
+        ("examples_knn_examples_test_obama_and_biden.jpg", 2),
+        ("tests_test_images_32bit.png", 1),
+    ],
 )
 def test_faces_are_found_with_landmarks_inside_their_boxes(  # type: ignore[no-untyped-def]
     face_analyzer, faces_dir: Path, name: str, at_least: int
@@ -48,10 +52,10 @@ def test_boxes_are_in_original_pixels_at_every_resolution(face_analyzer, faces_d
 
 
 def test_blank_and_blurred_frames(face_analyzer, faces_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    ok, blank = cv2.imencode(".jpg", np.full((720, 1280, 3), 128, np.uint8))
+    _, blank = cv2.imencode(".jpg", np.full((720, 1280, 3), 128, np.uint8))
     assert face_analyzer.analyze(decode(blank.tobytes(), LIMITS, 640)) == []
     img = cv2.imread(str(faces_dir / "examples_obama.jpg"))
-    ok, blurred = cv2.imencode(".jpg", cv2.GaussianBlur(img, (0, 0), 12))
+    _ok, blurred = cv2.imencode(".jpg", cv2.GaussianBlur(img, (0, 0), 12))
     faces = face_analyzer.analyze(decode(blurred.tobytes(), LIMITS, 640), embed_all=True)
     assert faces, "a blurred face is still detected"
     assert "blurred" in faces[0].quality.reasons
@@ -61,7 +65,7 @@ def test_tiny_faces_are_marked_too_small(face_analyzer, faces_dir: Path) -> None
     img = cv2.imread(str(faces_dir / "examples_obama.jpg"))
     canvas = np.full((480, 640, 3), 120, np.uint8)  # detected at full scale
     canvas[200:325, 300:400] = cv2.resize(img, (100, 125), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    _ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 95])
     faces = face_analyzer.analyze(decode(buf.tobytes(), LIMITS, 640), embed_all=True)
     assert faces and "too_small" in faces[0].quality.reasons
     assert faces[0].box[0] > 300 and faces[0].box[2] < 400

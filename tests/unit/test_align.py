@@ -13,8 +13,9 @@ def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ matrix[:, :2].T + matrix[:, 2]
 
 
-@pytest.mark.parametrize(("angle", "scale", "shift"), [(0.0, 1.0, (0, 0)), (0.3, 2.5, (40, -7)),
-                                                        (-1.2, 0.4, (300, 200))])
+@pytest.mark.parametrize(
+    ("angle", "scale", "shift"), [(0.0, 1.0, (0, 0)), (0.3, 2.5, (40, -7)), (-1.2, 0.4, (300, 200))]
+)
 def test_umeyama_recovers_a_known_similarity(angle: float, scale: float, shift: tuple) -> None:
     c, s = np.cos(angle), np.sin(angle)
     truth = np.array([[scale * c, -scale * s, shift[0]], [scale * s, scale * c, shift[1]]])

@@ -16,8 +16,9 @@ def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
     cfg_file = tmp_path / "sg.toml"
     cfg_file.write_text('data_dir = "/srv/a"\n[match]\nthreshold = 0.5\nmargin = 0.1\n')
     env = {"SMARTGATE_MATCH__MARGIN": "0.2", "SMARTGATE_SERVER__LISTEN": "0.0.0.0:1"}
-    cfg = load_config(cfg_file, environ=env, overrides={"server.listen": "127.0.0.1:2",
-                                                        "data_dir": None})
+    cfg = load_config(
+        cfg_file, environ=env, overrides={"server.listen": "127.0.0.1:2", "data_dir": None}
+    )
     assert cfg.data_dir == Path("/srv/a")
     assert cfg.match.threshold == 0.5
     assert cfg.match.margin == 0.2
@@ -32,7 +33,9 @@ def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
         ("[match\n", {}, "config file"),
     ],
 )
-def test_bad_configuration_is_reported(tmp_path: Path, content: str, env: dict, message: str) -> None:
+def test_bad_configuration_is_reported(
+    tmp_path: Path, content: str, env: dict, message: str
+) -> None:
     cfg_file = tmp_path / "sg.toml"
     cfg_file.write_text(content)
     with pytest.raises(errors.ConfigError, match=message):

@@ -79,8 +79,17 @@ def test_grayscale_jpeg_decodes_to_three_channels() -> None:
         (_png_header(0, 10), "empty size"),
         (_with_declared_size(_jpeg(), 60_000, 60_000), "declares 60000x60000"),
     ],
-    ids=["empty", "text", "gif", "jpeg-magic-only", "png-sig-only", "png-no-data", "png-bomb",
-         "png-zero", "jpeg-bomb"],
+    ids=[
+        "empty",
+        "text",
+        "gif",
+        "jpeg-magic-only",
+        "png-sig-only",
+        "png-no-data",
+        "png-bomb",
+        "png-zero",
+        "jpeg-bomb",
+    ],
 )
 def test_bad_payloads_raise_decode_error(payload: bytes, message: str) -> None:
     with pytest.raises(DecodeError, match=message):

@@ -14,7 +14,7 @@ def test_blob_matches_a_plain_reference(swap: bool) -> None:
     imgs = rng.integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)
     mean, std = (104.0, 117.0, 127.0), (1.0, 2.0, 128.0)
     ref = imgs[..., ::-1] if swap else imgs
-    ref = ((ref.astype(np.float32) - np.array(mean, np.float32)) / np.array(std, np.float32))
+    ref = (ref.astype(np.float32) - np.array(mean, np.float32)) / np.array(std, np.float32)
     np.testing.assert_allclose(to_blob(imgs, mean, std, swap), ref.transpose(0, 3, 1, 2), rtol=1e-6)
 
 
