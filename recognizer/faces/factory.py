@@ -23,9 +23,13 @@ def build_face_analyzer(config: Config, warm: bool = True) -> FaceAnalyzer:
         intra_op_threads=config.models.intra_op_threads,
         allow_spinning=config.models.allow_spinning,
     )
-    det_model = store.load(config.models.detector)
-    emb_model = store.load(config.models.embedder)
-    live_model = store.load(config.models.liveness) if config.models.liveness else None
+    names = [config.models.detector, config.models.embedder]
+    if config.models.liveness:
+        names.append(config.models.liveness)
+    # One start-up check that reports every missing or altered model at once.
+    loaded = store.verify_all(names)
+    det_model, emb_model = loaded[0], loaded[1]
+    live_model = loaded[2] if config.models.liveness else None
     detector = FaceDetector(
         OnnxRuntimeBackend(det_model, options),
         det_model.manifest,
