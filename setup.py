@@ -14,7 +14,12 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["native/_detect_cy.pyx", "native/_match_cy.pyx", "native/_ctc_cy.pyx"]
+KERNELS = [
+    "native/_detect_cy.pyx",
+    "native/_match_cy.pyx",
+    "native/_ctc_cy.pyx",
+    "native/_track_cy.pyx",
+]
 
 
 def _require_compiler() -> None:

@@ -107,6 +107,35 @@ def _cases(rng: np.random.Generator) -> list[Case]:
                 partial(cy.ctc_greedy_decode, probs, 0),
             )
         )
+    cases.extend(_vote_cases(rng, cy))
+    return cases
+
+
+# --- vote_and_best (cluster.tracking) ---------------------------------------------------------
+
+
+def _vote_cases(rng: np.random.Generator, cy: native._Backend) -> list[Case]:
+    """A track's vote and best shot, as ``GateTracker`` calls it once per observation.
+
+    n=30: a 3 s passage at 10 fps; n=750: a track at its 30 s age limit at 25 fps. One
+    resident with a few unmatched and unusable frames; window 3, votes 2.
+    """
+    cases = []
+    for n in (30, 750):
+        keys = rng.choice(np.array([0, -1, -2], np.int64), size=n, p=[0.8, 0.1, 0.1])
+        actions = np.where(keys == 0, 2, np.where(keys == -1, 4, 1)).astype(np.int8)
+        quality = rng.uniform(0.2, 1.0, n).astype(np.float32)
+        size = rng.uniform(40.0, 200.0, n).astype(np.float32)
+        det = rng.uniform(0.5, 1.0, n).astype(np.float32)
+        args = (keys, actions, quality, size, det, 2, 3)
+        cases.append(
+            Case(
+                "vote_and_best",
+                f"n={n} window=3",
+                partial(reference.vote_and_best_ref, *args),
+                partial(cy.vote_and_best, *args),
+            )
+        )
     return cases
 
 

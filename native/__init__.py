@@ -30,10 +30,12 @@ __all__ = [
     "CTCArrays",
     "DetectionArrays",
     "MatchArrays",
+    "VoteResult",
     "ctc_greedy_decode",
     "decode_detections",
     "match_identities",
     "prior_boxes",
+    "vote_and_best",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class _Backend(NamedTuple):
     decode_detections: Callable[..., DetectionArrays]
     match_identities: Callable[[np.ndarray, np.ndarray, float, float], MatchArrays]
     ctc_greedy_decode: Callable[[np.ndarray, int], CTCArrays]
+    vote_and_best: Callable[..., tuple[int, int, int, int]]
 
 
 def _load_backend(name: str) -> _Backend:
@@ -61,13 +64,14 @@ def _load_backend(name: str) -> _Backend:
             decode_detections=reference.decode_detections_ref,
             match_identities=reference.match_identities_ref,
             ctc_greedy_decode=reference.ctc_greedy_decode_ref,
+            vote_and_best=reference.vote_and_best_ref,
         )
     if name != "cython":
         raise ValueError(f"{ENV_VAR} must be one of {_BACKENDS}, got {name!r}")
     try:
-        _detect_cy, _match_cy, _ctc_cy = (
+        _detect_cy, _match_cy, _ctc_cy, _track_cy = (
             importlib.import_module(f"native.{module}")
-            for module in ("_detect_cy", "_match_cy", "_ctc_cy")
+            for module in ("_detect_cy", "_match_cy", "_ctc_cy", "_track_cy")
         )
     except ImportError as exc:
         raise ImportError(
@@ -122,6 +126,7 @@ def _load_backend(name: str) -> _Backend:
         decode_detections=decode_cy,
         match_identities=match_cy,
         ctc_greedy_decode=ctc_cy,
+        vote_and_best=_track_cy.vote_and_best,
     )
 
 
@@ -284,3 +289,59 @@ def ctc_greedy_decode(probs: np.ndarray, blank: int = 0) -> CTCArrays:
     if not 0 <= blank < classes:
         raise ValueError(f"blank: expected 0 <= blank < {classes}, got {blank}")
     return _backend.ctc_greedy_decode(probs, blank)
+
+
+class VoteResult(NamedTuple):
+    """What ``vote_and_best`` found for one track."""
+
+    decided_key: int  # the winning identity key (-1: "matched nobody"), -1 when undecided
+    decided_action: int  # action code of the winner's newest entry, 0 when undecided
+    agree_count: int  # the winner's votes in the window (0 when nobody voted)
+    best_index: int  # the best shot over all entries, -1 when there are none
+
+
+def vote_and_best(
+    identity_keys: np.ndarray,
+    actions: np.ndarray,
+    quality: np.ndarray,
+    size: np.ndarray,
+    det_score: np.ndarray,
+    votes_needed: int,
+    window: int,
+) -> VoteResult:
+    """A track's vote over its last ``window`` frames, and its best shot over all of them.
+
+    Inputs are ``(n,)`` arrays, one entry per frame of the track, oldest first:
+    ``identity_keys`` (coerced to int64; ``>= 0`` votes for that identity, ``-1`` for "usable
+    face that matched nobody", ``<= -2`` unusable: no vote, but it takes a slot in the window),
+    ``actions`` (int8 action codes, ``>= 1``; ``0`` is reserved for "undecided"), and
+    ``quality``, ``size``, ``det_score`` (float32). ``votes_needed`` and ``window`` are
+    ``>= 1``.
+
+    The key with the most votes among the last ``window`` entries wins (a tie goes to the key
+    whose newest vote is newer) and is decided when it has ``>= votes_needed`` votes; its
+    action is that of its newest entry. ``best_index`` is the first argmax of
+    ``quality * size * det_score`` (float32 products; NaN counts as ``-inf``).
+    """
+    identity_keys = _as_array("identity_keys", identity_keys, np.int64, 1)
+    n = identity_keys.shape[0]
+    actions = _as_array("actions", actions, np.int8, 1)
+    quality = _as_array("quality", quality, np.float32, 1)
+    size = _as_array("size", size, np.float32, 1)
+    det_score = _as_array("det_score", det_score, np.float32, 1)
+    for name, array in (
+        ("actions", actions),
+        ("quality", quality),
+        ("size", size),
+        ("det_score", det_score),
+    ):
+        _expect_shape(name, array, (n,))
+    votes_needed = operator.index(votes_needed)
+    window = operator.index(window)
+    if votes_needed < 1 or window < 1:
+        raise ValueError(f"votes_needed and window must be >= 1, got {votes_needed}, {window}")
+    return VoteResult(
+        *_backend.vote_and_best(
+            identity_keys, actions, quality, size, det_score, votes_needed, window
+        )
+    )

@@ -183,3 +183,44 @@ def ctc_greedy_decode_ref(probs: np.ndarray, blank: int = 0) -> CTCArrays:
         confidences[row, :count] = run_conf[emit]
         lengths[row] = count
     return CTCArrays(labels=labels, confidences=confidences, lengths=lengths)
+
+
+def vote_and_best_ref(
+    identity_keys: np.ndarray,
+    actions: np.ndarray,
+    quality: np.ndarray,
+    size: np.ndarray,
+    det_score: np.ndarray,
+    votes_needed: int,
+    window: int,
+) -> tuple[int, int, int, int]:
+    """A track's vote over its last ``window`` frames and its best shot over all ``n``.
+
+    ``identity_keys`` ``(n,)`` int64: a key ``>= 0`` votes for that identity, ``-1`` for "usable
+    but matched nobody", anything below ``-1`` casts no vote (unusable) but still takes a slot
+    in the window; ``actions`` ``(n,)`` int8; ``quality``, ``size``, ``det_score`` ``(n,)``
+    float32. The key with the most votes among the last ``window`` entries wins (ties: the
+    key whose newest vote is newer); it is decided when it has ``>= votes_needed`` votes.
+    Returns ``(decided_key, decided_action, agree_count, best_index)``: the winning key and the
+    action of its newest entry, or ``(-1, 0)`` when undecided; the winner's vote count (0 when
+    nobody voted); the first argmax of ``quality * size * det_score`` (float32, NaN as -inf),
+    or ``-1`` when ``n == 0``.
+    """
+    n = identity_keys.shape[0]
+    best_index = -1
+    if n:
+        shot = quality * size * det_score
+        best_index = int(np.argmax(np.where(np.isnan(shot), np.float32(-np.inf), shot)))
+    start = max(0, n - window)
+    recent = identity_keys[start:]
+    positions = np.flatnonzero(recent >= -1)
+    if positions.size == 0:
+        return -1, 0, 0, best_index
+    keys, inverse, counts = np.unique(recent[positions], return_inverse=True, return_counts=True)
+    newest = np.full(keys.size, -1, dtype=np.intp)
+    np.maximum.at(newest, inverse, positions)
+    winner = int(np.lexsort((newest, counts))[-1])  # most votes, then the newest vote
+    agree = int(counts[winner])
+    if agree < votes_needed:
+        return -1, 0, agree, best_index
+    return int(keys[winner]), int(actions[start + newest[winner]]), agree, best_index

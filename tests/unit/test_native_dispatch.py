@@ -22,6 +22,7 @@ def test_reference_backend_uses_the_numpy_references() -> None:
     assert backend.decode_detections is reference.decode_detections_ref
     assert backend.match_identities is reference.match_identities_ref
     assert backend.ctc_greedy_decode is reference.ctc_greedy_decode_ref
+    assert backend.vote_and_best is reference.vote_and_best_ref
 
 
 def test_unknown_backend_is_rejected() -> None:
@@ -29,7 +30,9 @@ def test_unknown_backend_is_rejected() -> None:
         native._load_backend("fast")
 
 
-@pytest.mark.parametrize("module", ["native._detect_cy", "native._match_cy", "native._ctc_cy"])
+@pytest.mark.parametrize(
+    "module", ["native._detect_cy", "native._match_cy", "native._ctc_cy", "native._track_cy"]
+)
 def test_missing_extension_raises_import_error(
     monkeypatch: pytest.MonkeyPatch, module: str
 ) -> None:
