@@ -8,7 +8,7 @@ DATA_DIR ?= smartgate-data
 LISTEN ?= 127.0.0.1:50051
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps models run test test-all lint format typecheck proto bench-native bench-latency bench-accuracy clean
+.PHONY: help setup system-deps models run test test-all lint format typecheck proto bench-native bench-latency bench-accuracy bench-events clean
 
 help:
 	@echo "make run        set up, fetch models, serve with embedded defaults on $(LISTEN)"
@@ -16,10 +16,14 @@ help:
 	@echo "make lint       ruff + cython-lint + mypy"
 	@echo "make bench-*    native | latency | accuracy benchmarks (not part of the tests)"
 
+# Debian packages: a C compiler (Cython kernels), npm (model packages), redis-server (event
+# stream tests), a CJK font (synthetic plate tests).
 system-deps:
 	@missing=""; \
 	command -v cc >/dev/null || missing="$$missing build-essential"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -63,6 +67,9 @@ bench-latency: models
 
 bench-accuracy: models
 	$(PY) -m benchmarks.face_accuracy
+
+bench-events: setup
+	$(PY) -m benchmarks.events_query --events 1000000
 
 clean:
 	rm -rf build $(VENV) native/*.c native/*.so *.egg-info
