@@ -118,6 +118,12 @@ class FaceRegistry:
             state.persons = {p.key: p for p in stored.persons}
             self._communities[community] = state
 
+    @property
+    def store(self) -> Store:
+        """The SQLite store this registry owns, shared by the registries of other things kept
+        per community (``indexer.vehicles.VehicleRegistry``); closed by ``close``."""
+        return self._store
+
     def close(self) -> None:
         """Close the database; the registry is unusable afterwards."""
         self._store.close()

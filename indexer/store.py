@@ -5,7 +5,7 @@ a power cut may be lost, never corrupted), foreign keys on. One connection, guar
 serves every thread. Every change runs in one ``BEGIN IMMEDIATE`` transaction, so an operation
 (an enrolment: community, person and all its templates) is written whole or not at all.
 
-Layout, so that a new table (vehicles) is added the same way:
+Layout, so that a new table is added the same way (vehicles, migration 2, was):
 
 * the schema lives in ``_MIGRATIONS``; version ``i + 1`` is ``_MIGRATIONS[i]``. To add a table,
   append a migration (never edit an applied one); ``schema_version`` records what was applied;
@@ -28,7 +28,7 @@ from typing import Any, Final, cast
 
 import numpy as np
 
-from indexer.types import Person, Role
+from indexer.types import Person, Role, Vehicle
 from smartgate.errors import AlreadyExistsError, ConfigError, ModelError, NotFoundError
 
 DB_FILENAME: Final = "registry.db"
@@ -63,6 +63,20 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX templates_by_person ON templates(person_key)",
         "CREATE INDEX templates_by_community ON templates(community, id)",
     ),
+    # 2: registered vehicles (licence plates), one row per (community, normalised plate).
+    (
+        """CREATE TABLE vehicles (
+            key INTEGER PRIMARY KEY AUTOINCREMENT,
+            community TEXT NOT NULL REFERENCES communities(id) ON DELETE CASCADE,
+            plate TEXT NOT NULL CHECK (length(plate) > 0),
+            role TEXT NOT NULL CHECK (role IN ('resident', 'visitor', 'watchlist')),
+            owner TEXT NOT NULL DEFAULT '',
+            expires_at REAL NULL,
+            created_at REAL NOT NULL,
+            CHECK (role != 'visitor' OR expires_at IS NOT NULL),
+            UNIQUE (community, plate)
+        )""",
+    ),
 )
 
 #: The schema version this code writes and understands.
@@ -85,6 +99,22 @@ def _person_from_row(row: tuple[Any, ...]) -> Person:
         expires_at=None if expires_at is None else float(expires_at),
         created_at=float(created_at),
         template_count=int(count),
+    )
+
+
+_VEHICLE_COLUMNS: Final = "v.key, v.community, v.plate, v.role, v.owner, v.expires_at, v.created_at"
+
+
+def _vehicle_from_row(row: tuple[Any, ...]) -> Vehicle:
+    key, community, plate, role, owner, expires_at, created_at = row
+    return Vehicle(
+        key=int(key),
+        community=str(community),
+        plate=str(plate),
+        role=cast(Role, role),
+        owner=str(owner),
+        expires_at=None if expires_at is None else float(expires_at),
+        created_at=float(created_at),
     )
 
 
@@ -118,7 +148,7 @@ class FaceTemplates:
 
 
 class Store:
-    """SQLite persistence of communities, persons and face templates. Thread-safe."""
+    """SQLite persistence of communities, persons, face templates and vehicles. Thread-safe."""
 
     def __init__(self, data_dir: Path | str) -> None:
         self.data_dir = Path(data_dir)
@@ -336,6 +366,107 @@ class Store:
         blob = b"".join(r[3] for r in rows)
         vectors = np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(len(rows), dim)
         return FaceTemplates(persons, ids, keys, vectors)
+
+    # -- vehicles -------------------------------------------------------------------------
+
+    def add_vehicle(
+        self,
+        community: str,
+        plate: str,
+        *,
+        role: Role,
+        owner: str,
+        expires_at: float | None,
+        replace: bool,
+        now: float,
+    ) -> Vehicle:
+        """Register ``plate`` (normalised) in ``community``, which must exist.
+
+        When the plate is registered already: ``AlreadyExistsError`` unless ``replace``, which
+        keeps its key and creation time and updates role, owner and expiry.
+        """
+        with self._transaction() as con:
+            if not _community_exists(con, community):
+                raise _community_missing(community)
+            row = con.execute(
+                "SELECT key FROM vehicles WHERE community = ? AND plate = ?", (community, plate)
+            ).fetchone()
+            if row is None:
+                key = _insert(
+                    con,
+                    "INSERT INTO vehicles (community, plate, role, owner, expires_at, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (community, plate, role, owner, expires_at, now),
+                )
+            elif not replace:
+                raise AlreadyExistsError(
+                    f"vehicle {plate!r} is registered already in community {community!r} "
+                    "(add with replace to update it)"
+                )
+            else:
+                key = int(row[0])
+                con.execute(
+                    "UPDATE vehicles SET role = ?, owner = ?, expires_at = ? WHERE key = ?",
+                    (role, owner, expires_at, key),
+                )
+            return _vehicle_from_row(
+                con.execute(
+                    f"SELECT {_VEHICLE_COLUMNS} FROM vehicles v WHERE v.key = ?", (key,)
+                ).fetchone()
+            )
+
+    def remove_vehicle(self, community: str, plate: str) -> Vehicle:
+        """Delete a registered vehicle; returns it as it was."""
+        with self._transaction() as con:
+            vehicle = _vehicle(con, community, plate)
+            con.execute("DELETE FROM vehicles WHERE key = ?", (vehicle.key,))
+        return vehicle
+
+    def get_vehicle(self, community: str, plate: str) -> Vehicle:
+        with self._reading() as con:
+            return _vehicle(con, community, plate)
+
+    def list_vehicles(
+        self, community: str, *, role: Role | None, limit: int, after: str | None
+    ) -> list[Vehicle]:
+        """Vehicles ordered by ``plate``, those after ``after`` only, at most ``limit``."""
+        where, args = ["v.community = ?"], [community]
+        if role is not None:
+            where.append("v.role = ?")
+            args.append(role)
+        if after is not None:
+            where.append("v.plate > ?")
+            args.append(after)
+        with self._reading() as con:
+            if not _community_exists(con, community):
+                raise _community_missing(community)
+            rows = con.execute(
+                f"SELECT {_VEHICLE_COLUMNS} FROM vehicles v WHERE {' AND '.join(where)} "
+                "ORDER BY v.plate LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [_vehicle_from_row(r) for r in rows]
+
+    def vehicles(self) -> list[Vehicle]:
+        """Every registered vehicle of every community, ordered by community then plate (to
+        rebuild the in-memory plate indexes from)."""
+        with self._reading() as con:
+            rows = con.execute(
+                f"SELECT {_VEHICLE_COLUMNS} FROM vehicles v ORDER BY v.community, v.plate"
+            ).fetchall()
+        return [_vehicle_from_row(r) for r in rows]
+
+
+def _vehicle(con: sqlite3.Connection, community: str, plate: str) -> Vehicle:
+    row = con.execute(
+        f"SELECT {_VEHICLE_COLUMNS} FROM vehicles v WHERE v.community = ? AND v.plate = ?",
+        (community, plate),
+    ).fetchone()
+    if row is None:
+        if not _community_exists(con, community):
+            raise _community_missing(community)
+        raise NotFoundError(f"vehicle {plate!r} is not registered in community {community!r}")
+    return _vehicle_from_row(row)
 
 
 def _insert(con: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:

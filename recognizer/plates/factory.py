@@ -1,0 +1,41 @@
+"""Build a ready ``PlateReader``: load and verify the two plate models, warm them up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from recognizer.backends.base import BackendOptions
+from recognizer.backends.onnxrt import OnnxRuntimeBackend
+from recognizer.models.store import ModelStore
+from recognizer.plates.reader import PlateDetector, PlateReader, PlateRecognizer
+
+DETECTOR = "plate-det"
+RECOGNIZER = "plate-rec"
+
+
+def build_plate_reader(
+    cache_dir: Path | str,
+    options: BackendOptions | None = None,
+    *,
+    detector: str | os.PathLike[str] = DETECTOR,
+    recognizer: str | os.PathLike[str] = RECOGNIZER,
+    long_side: int | None = None,
+    warm: bool = True,
+) -> PlateReader:
+    """A ``PlateReader`` over the models in ``cache_dir`` (names or manifest paths).
+
+    Raises ``ModelError`` naming every missing or altered model (``smartgate models
+    fetch`` fixes the built-in ones).
+    """
+    options = options or BackendOptions()
+    det_model, rec_model = ModelStore(cache_dir).verify_all([detector, recognizer])
+    reader = PlateReader(
+        PlateDetector(
+            OnnxRuntimeBackend(det_model, options), det_model.manifest, long_side=long_side
+        ),
+        PlateRecognizer(OnnxRuntimeBackend(rec_model, options), rec_model.manifest),
+    )
+    if warm:
+        reader.warm_up()
+    return reader
