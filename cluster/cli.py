@@ -67,6 +67,34 @@ def face_json(face: common_pb2.Face) -> dict[str, Any]:
     }
 
 
+def plate_json(p: common_pb2.Plate) -> dict[str, Any]:
+    """The JSON form of a plate reading: text, raw_text, score, color, corners, box, match."""
+    b = p.box
+    match = None
+    if p.HasField("match"):
+        v = p.match.vehicle
+        match = {
+            "plate": v.plate,
+            "role": ROLE_NAMES.get(v.role, "unspecified"),
+            "owner": v.owner,
+            "distance": round(p.match.distance, 3),
+            "fuzzy": p.match.fuzzy,
+            "valid": p.match.valid,
+        }
+    return {
+        "text": p.text,
+        "raw_text": p.raw_text,
+        "score": round(p.score, 4),
+        "color": p.color,
+        "format": p.format or None,
+        "valid": p.valid,
+        "reason": p.reason or None,
+        "corners": [[round(c.x, 1), round(c.y, 1)] for c in p.corners],
+        "box": [round(v, 1) for v in (b.x1, b.y1, b.x2, b.y2)],
+        "match": match,
+    }
+
+
 def decision_json(d: capture_pb2.Decision) -> dict[str, Any]:
     out: dict[str, Any] = {
         "seq": d.seq,
@@ -74,7 +102,9 @@ def decision_json(d: capture_pb2.Decision) -> dict[str, Any]:
         "gate": d.gate,
         "action": ACTION_NAMES.get(d.action, "UNSPECIFIED"),
         "reason": d.reason,
+        "frame_action": ACTION_NAMES.get(d.frame_action, "UNSPECIFIED"),
         "faces": [face_json(f) for f in d.faces],
+        "plates": [plate_json(p) for p in d.plates],
         "timings_ms": {k: round(v, 2) for k, v in sorted(d.timings_ms.items())},
     }
     if d.status.code:
@@ -244,23 +274,37 @@ def cmd_persons(args: argparse.Namespace) -> int:
                 return 0
 
 
+LANES = {
+    "pedestrian": capture_pb2.LANE_KIND_PEDESTRIAN,
+    "vehicle": capture_pb2.LANE_KIND_VEHICLE,
+    "both": capture_pb2.LANE_KIND_BOTH,
+}
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
+    """Each image is judged on its own (``Capture.Submit``); see ``stream`` for a camera."""
     from smartgate.v1 import capture_pb2_grpc
 
-    frames = [
-        capture_pb2.Frame(community=args.community, gate=args.gate, seq=i, image=_read(path))
-        for i, path in enumerate(args.images)
-    ]
     status = 0
     with _channel(args) as channel:
         stub = capture_pb2_grpc.CaptureStub(channel)
-        for path, decision in zip(
-            args.images, stub.Stream(iter(frames), timeout=args.timeout), strict=True
-        ):
-            out = {"file": path, **decision_json(decision)}
-            if decision.status.code:
+        for i, path in enumerate(args.images):
+            frame = capture_pb2.Frame(
+                community=args.community,
+                gate=args.gate,
+                seq=i,
+                image=_read(path),
+                lane=LANES[args.lane],
+            )
+            try:
+                decision = stub.Submit(frame, timeout=args.timeout)
+            except grpc.RpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                print(f"error: {path}: {exc.code().name}: {exc.details()}", file=sys.stderr)
                 status = EXIT_ERROR
-                print(f"error: {path}: {decision.status.message}", file=sys.stderr)
+                continue
+            out = {"file": path, **decision_json(decision)}
             if args.json:
                 _emit(out)
             else:
@@ -269,6 +313,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
                     for f in out["faces"]
                     if f["match"] and f["match"]["accepted"]
                 ]
+                who += [p["text"] for p in out["plates"]]
                 print(f"{path}: {out['action']} {', '.join(who)} ({out['reason']})")
     return status
 
@@ -295,20 +340,32 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_detect(args: argparse.Namespace) -> int:
-    from cluster.convert import face_pb
+def _offline_engine(args: argparse.Namespace) -> Any:
+    """The recognisers alone, for the offline commands (no registry, no server)."""
+    from cluster.engine import build_plate_reader_from
     from recognizer.faces.factory import build_face_analyzer
-    from recognizer.image import DecodeLimits, decode
+    from recognizer.image import DecodeLimits
 
     cfg = _config(args)
-    analyzer = build_face_analyzer(cfg)
     d = cfg.decode
     limits = DecodeLimits(d.max_bytes, d.max_pixels, d.max_side)
+    analyzer = build_face_analyzer(cfg) if getattr(args, "faces", True) else None
+    reader = build_plate_reader_from(cfg) if cfg.plates.enabled else None
+    return cfg, limits, analyzer, reader
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from cluster.convert import face_pb, plate_pb
+    from cluster.engine import MatchedPlate
+    from recognizer.image import decode
+
+    cfg, limits, analyzer, reader = _offline_engine(args)
     status = 0
     for path in args.images:
         try:
             image = decode(_read(path), limits, cfg.detect.long_side)
-            faces = analyzer.analyze(image)
+            faces = analyzer.analyze(image) if analyzer is not None else []
+            plates = reader.read_frame(image.full()) if reader is not None else []
         except SmartgateError as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             status = EXIT_ERROR
@@ -318,12 +375,90 @@ def cmd_detect(args: argparse.Namespace) -> int:
             "width": image.width,
             "height": image.height,
             "faces": [face_json(face_pb(f)) for f in faces],
+            "plates": [plate_json(plate_pb(MatchedPlate(p, None, p.valid), 0.0)) for p in plates],
         }
         if args.json:
             _emit(out)
         else:
-            print(f"{path}: {len(faces)} face(s)")
+            texts = ", ".join(p["text"] for p in out["plates"])
+            print(f"{path}: {len(faces)} face(s), {len(plates)} plate(s) {texts}")
     return status
+
+
+def cmd_read_plate(args: argparse.Namespace) -> int:
+    from cluster.convert import plate_pb
+    from cluster.engine import MatchedPlate
+    from recognizer.image import decode
+
+    args.faces = False
+    _, limits, _, reader = _offline_engine(args)
+    if reader is None:
+        raise SmartgateError("plate recognition is disabled (plates.enabled)")
+    status = 0
+    for path in args.crops:
+        try:
+            reading = reader.read_crop(decode(_read(path), limits).scaled)
+        except SmartgateError as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            status = EXIT_ERROR
+            continue
+        out = {
+            "file": path,
+            **plate_json(plate_pb(MatchedPlate(reading, None, reading.valid, True), 0.0)),
+        }
+        if args.json:
+            _emit(out)
+        else:
+            print(f"{path}: {out['text']} ({out['score']:.2f}, {out['color']})")
+    return status
+
+
+def cmd_vehicle(args: argparse.Namespace) -> int:
+    from smartgate.v1 import registry_pb2, registry_pb2_grpc
+
+    def vehicle_json(v: common_pb2.Vehicle) -> dict[str, Any]:
+        return {
+            "community": v.community,
+            "plate": v.plate,
+            "role": ROLE_NAMES[v.role],
+            "owner": v.owner,
+            "expires_at": v.expires_at.ToJsonString() if v.HasField("expires_at") else None,
+        }
+
+    with _channel(args) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        if args.vehicle_command == "add":
+            v = stub.AddVehicle(
+                registry_pb2.AddVehicleRequest(
+                    community=args.community,
+                    plate=args.plate,
+                    role=ROLES[args.role],
+                    owner=args.owner or "",
+                    expires_at=_timestamp(args.expires),
+                    replace=args.replace,
+                ),
+                timeout=args.timeout,
+            )
+            _emit(vehicle_json(v))
+        elif args.vehicle_command == "remove":
+            v = stub.RemoveVehicle(
+                registry_pb2.RemoveVehicleRequest(community=args.community, plate=args.plate),
+                timeout=args.timeout,
+            )
+            _emit(vehicle_json(v))
+        else:
+            token = ""
+            while True:
+                reply = stub.ListVehicles(
+                    registry_pb2.ListVehiclesRequest(community=args.community, page_token=token),
+                    timeout=args.timeout,
+                )
+                for v in reply.vehicles:
+                    _emit(vehicle_json(v))
+                token = reply.next_page_token
+                if not token:
+                    break
+    return 0
 
 
 # -- parser ---------------------------------------------------------------------------------
@@ -381,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     client(identify)
     identify.add_argument("--community", required=True)
     identify.add_argument("--gate", default="cli")
+    identify.add_argument("--lane", choices=sorted(LANES), default="pedestrian")
     identify.add_argument("--json", action="store_true")
     identify.add_argument("images", nargs="+")
     identify.set_defaults(func=cmd_identify)
@@ -392,7 +528,28 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("image")
     search.set_defaults(func=cmd_search)
 
-    detect = sub.add_parser("detect", help="find faces in images offline (no server)")
+    read_plate = sub.add_parser("read-plate", help="read already-cropped plates offline")
+    read_plate.add_argument("--json", action="store_true")
+    read_plate.add_argument("--models-dir", type=Path)
+    read_plate.add_argument("crops", nargs="+")
+    read_plate.set_defaults(func=cmd_read_plate)
+
+    vehicle = sub.add_parser("vehicle", help="add, remove or list the vehicles of a community")
+    vsub = vehicle.add_subparsers(dest="vehicle_command", required=True)
+    for name in ("add", "remove", "list"):
+        vp = vsub.add_parser(name)
+        client(vp)
+        vp.add_argument("--community", required=True)
+        if name != "list":
+            vp.add_argument("--plate", required=True)
+        if name == "add":
+            vp.add_argument("--role", choices=sorted(ROLES), default="resident")
+            vp.add_argument("--owner", help="owner reference (person id, unit...)")
+            vp.add_argument("--expires", help="ISO 8601 expiry (visitor passes)")
+            vp.add_argument("--replace", action="store_true")
+        vp.set_defaults(func=cmd_vehicle)
+
+    detect = sub.add_parser("detect", help="find faces and plates in images offline (no server)")
     detect.add_argument("--json", action="store_true")
     detect.add_argument("--models-dir", type=Path)
     detect.add_argument("images", nargs="+")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cluster.engine import MatchedFace
-from indexer.types import Identification, Person, Role
+from cluster.engine import MatchedFace, MatchedPlate
+from indexer.types import Identification, Person, Role, Vehicle, VehicleMatch
 from recognizer.faces.analyzer import FaceObservation
 from smartgate.v1 import common_pb2
 
@@ -85,3 +85,44 @@ def face_pb(face: FaceObservation, ident: Identification | None = None) -> commo
 
 def matched_faces_pb(faces: list[MatchedFace]) -> list[common_pb2.Face]:
     return [face_pb(m.face, m.identification) for m in faces]
+
+
+def vehicle_pb(v: Vehicle) -> common_pb2.Vehicle:
+    return common_pb2.Vehicle(
+        community=v.community,
+        plate=v.plate,
+        role=ROLE_TO_PB[v.role],
+        owner=v.owner,
+        expires_at=timestamp(v.expires_at),
+        created_at=timestamp(v.created_at),
+    )
+
+
+def plate_match_pb(m: VehicleMatch, now: float) -> common_pb2.PlateMatch:
+    return common_pb2.PlateMatch(
+        vehicle=vehicle_pb(m.vehicle),
+        distance=m.distance,
+        fuzzy=m.fuzzy,
+        valid=m.vehicle.is_valid_at(now),
+    )
+
+
+def plate_pb(p: MatchedPlate, now: float) -> common_pb2.Plate:
+    r = p.reading
+    msg = common_pb2.Plate(
+        text=r.text,
+        raw_text=r.raw_text,
+        score=r.score,
+        color=str(r.color),
+        format=str(r.format) if r.format is not None else "",
+        valid=r.valid,
+        reason=r.reason or "",
+        corners=[common_pb2.Point(x=float(x), y=float(y)) for x, y in r.corners.tolist()],
+        box=common_pb2.Box(
+            x1=float(r.box[0]), y1=float(r.box[1]), x2=float(r.box[2]), y2=float(r.box[3])
+        ),
+        from_camera_crop=p.from_camera_crop,
+    )
+    if p.match is not None:
+        msg.match.CopyFrom(plate_match_pb(p.match, now))
+    return msg

@@ -1,8 +1,8 @@
-"""What a gate should do about one frame: pure policy over matched faces.
+"""What a gate should do about one frame: pure policy over matched faces and plates.
 
-Priority: a watchlist match anywhere in the frame → ALERT; else an accepted resident or valid
-visitor → OPEN; else a usable face that matched nobody (or an expired visitor) → STRANGER;
-else NONE.
+Priority: a watchlist match anywhere in the frame (face or plate, exact or fuzzy) → ALERT;
+else an accepted resident or valid visitor → OPEN; else a usable face or plate reading that
+matched nobody (or an expired visitor) → STRANGER; else NONE.
 """
 
 from __future__ import annotations
@@ -20,31 +20,43 @@ class Action(enum.IntEnum):
 
 
 @dataclass(frozen=True)
-class FaceVerdict:
-    """What is known about one face when deciding."""
+class Verdict:
+    """What is known about one face or plate when deciding."""
 
-    usable: bool
-    accepted: bool  # matched a person above threshold and margin
-    role: str | None  # "resident" | "visitor" | "watchlist" of the matched person
-    valid: bool  # the matched person's pass is valid now (visitors expire)
-    person_id: str | None = None
+    usable: bool  # good enough to recognise (face quality, or a plate reading that fits a format)
+    accepted: bool  # matched a registered person or vehicle
+    role: str | None  # "resident" | "visitor" | "watchlist" of the match
+    valid: bool  # the match's pass is valid now (visitors expire)
+    identity: str | None = None  # person id or plate
+    kind: str = "face"  # "face" | "plate"
+    fuzzy: bool = False  # a plate matched only approximately
+
+    def describe(self) -> str:
+        what = (
+            f"{self.role} {self.identity}"
+            if self.kind == "face"
+            else (f"{self.role} plate {self.identity}")
+        )
+        return what + (" (fuzzy)" if self.fuzzy else "")
 
 
-def decide(faces: list[FaceVerdict]) -> tuple[Action, str]:
+def decide(items: list[Verdict]) -> tuple[Action, str]:
     """The action for a frame and a one-line reason."""
-    matched = [f for f in faces if f.accepted and f.role is not None]
-    watch = [f for f in matched if f.role == "watchlist"]
+    matched = [v for v in items if v.accepted and v.role is not None]
+    watch = [v for v in matched if v.role == "watchlist"]
     if watch:
-        return Action.ALERT, f"watchlist match: {watch[0].person_id}"
-    allowed = [f for f in matched if f.role in ("resident", "visitor") and f.valid]
+        return Action.ALERT, f"watchlist match: {watch[0].describe()}"
+    allowed = [v for v in matched if v.role in ("resident", "visitor") and v.valid]
     if allowed:
-        f = allowed[0]
-        return Action.OPEN, f"{f.role} {f.person_id}"
-    expired = [f for f in matched if f.role == "visitor" and not f.valid]
+        return Action.OPEN, allowed[0].describe()
+    expired = [v for v in matched if v.role == "visitor" and not v.valid]
     if expired:
-        return Action.STRANGER, f"visitor pass of {expired[0].person_id} has expired"
-    if any(f.usable for f in faces):
+        return Action.STRANGER, f"visitor pass of {expired[0].identity} has expired"
+    usable = [v for v in items if v.usable]
+    if any(v.kind == "face" for v in usable):
         return Action.STRANGER, "usable face matched nobody"
-    if faces:
-        return Action.NONE, "no face of usable quality"
-    return Action.NONE, "no face"
+    if usable:
+        return Action.STRANGER, f"unknown vehicle {usable[0].identity}"
+    if items:
+        return Action.NONE, "nothing of usable quality"
+    return Action.NONE, "no face or plate"

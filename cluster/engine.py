@@ -6,17 +6,20 @@ faces) to the indexer (faces to persons) and applies the gate policy in ``cluste
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from cluster.decide import Action, FaceVerdict, decide
+from cluster.decide import Action, Verdict, decide
 from indexer.face_index import set_search_threads
 from indexer.registry import FaceRegistry
-from indexer.types import Identification, Person
+from indexer.types import Identification, Person, VehicleMatch
+from indexer.vehicles import VehicleRegistry
 from recognizer.faces.analyzer import FaceAnalyzer, FaceObservation, StageTimer
 from recognizer.image import DecodeLimits, decode
+from recognizer.plates.reader import PlateReader, PlateReading
 from smartgate.config import Config
 from smartgate.errors import ConfigError, EnrollmentError, InvalidInputError, NotFoundError
 
@@ -31,11 +34,36 @@ class MatchedFace:
     identification: Identification | None  # None when the face was not compared
 
 
+@dataclass(frozen=True)
+class MatchedPlate:
+    reading: PlateReading
+    match: VehicleMatch | None  # None when not compared (unusable reading) or no match
+    usable: bool  # the reading fits a plate format and scores above plates.min_score
+    from_camera_crop: bool = False
+
+
+class Lane(enum.IntEnum):
+    """Which recognisers a frame goes through. Values match smartgate.v1.LaneKind."""
+
+    PEDESTRIAN = 1
+    VEHICLE = 2
+    BOTH = 3
+
+    @property
+    def faces(self) -> bool:
+        return self in (Lane.PEDESTRIAN, Lane.BOTH)
+
+    @property
+    def plates(self) -> bool:
+        return self in (Lane.VEHICLE, Lane.BOTH)
+
+
 @dataclass
 class FrameResult:
     action: Action
     reason: str
     faces: list[MatchedFace]
+    plates: list[MatchedPlate] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -59,10 +87,18 @@ def match_threshold(config: Config, analyzer: FaceAnalyzer) -> float:
 
 
 class Engine:
-    def __init__(self, config: Config, analyzer: FaceAnalyzer, registry: FaceRegistry) -> None:
+    def __init__(
+        self,
+        config: Config,
+        analyzer: FaceAnalyzer,
+        registry: FaceRegistry,
+        plate_reader: PlateReader | None = None,
+    ) -> None:
         self.config = config
         self.analyzer = analyzer
         self.registry = registry
+        self.plate_reader = plate_reader
+        self.vehicles = VehicleRegistry(registry)
         d = config.decode
         self.limits = DecodeLimits(d.max_bytes, d.max_pixels, d.max_side)
         self.threshold = match_threshold(config, analyzer)
@@ -73,27 +109,64 @@ class Engine:
 
         set_search_threads(config.match.faiss_threads)
         analyzer = build_face_analyzer(config)
+        plate_reader = build_plate_reader_from(config) if config.plates.enabled else None
         registry = FaceRegistry(config.data_dir, analyzer.embedder.dim)
-        return cls(config, analyzer, registry)
+        return cls(config, analyzer, registry, plate_reader)
 
     # -- capture ---------------------------------------------------------------------------
 
-    def process_frame(self, community: str, image: bytes, now: float | None = None) -> FrameResult:
-        """Decide what the gate does for one frame of ``community``."""
+    def process_frame(
+        self,
+        community: str,
+        image: bytes,
+        now: float | None = None,
+        *,
+        lane: Lane = Lane.PEDESTRIAN,
+        plate_crop: bytes = b"",
+    ) -> FrameResult:
+        """Decide what the gate does for one frame of ``community``.
+
+        Pedestrian lanes look for faces, vehicle lanes for plates, ``BOTH`` for both. A
+        ``plate_crop`` made by the camera is read directly instead of searching the frame.
+        """
         timer = StageTimer()
         if not community:
             raise InvalidInputError("frame has no community")
         if not self.registry.has_community(community):
             raise NotFoundError(f"community '{community}' does not exist")
+        if lane.plates and self.plate_reader is None:
+            raise InvalidInputError("plate recognition is disabled on this server (plates.enabled)")
         with timer.stage("decode"):
-            decoded = decode(image, self.limits, self.config.detect.long_side)
-        faces = self.analyzer.analyze(decoded, timer)
+            # Plates are rectified from full resolution: decode it at once for vehicle lanes.
+            scaled_for = 0 if lane.plates else self.config.detect.long_side
+            decoded = decode(image, self.limits, scaled_for)
+            crop = decode(plate_crop, self.limits) if plate_crop and lane.plates else None
+        faces = self.analyzer.analyze(decoded, timer) if lane.faces else []
+        readings: list[tuple[PlateReading, bool]] = []
+        if lane.plates and self.plate_reader is not None:
+            with timer.stage("plates"):
+                if crop is not None:
+                    readings = [(self.plate_reader.read_crop(crop.scaled), True)]
+                else:
+                    frame = decoded.full()
+                    readings = [(r, False) for r in self.plate_reader.read_frame(frame)]
         with timer.stage("match"):
-            matched = self._identify(community, faces)
             t = time.time() if now is None else now
-            verdicts = [_verdict(m, t) for m in matched]
+            matched = self._identify(community, faces)
+            plates = [self._match_plate(community, r, cam) for r, cam in readings]
+            verdicts = [_face_verdict(m, t) for m in matched]
+            verdicts += [_plate_verdict(p, t) for p in plates]
             action, reason = decide(verdicts)
-        return FrameResult(action, reason, matched, timer.ms)
+        return FrameResult(action, reason, matched, plates, timer.ms)
+
+    def _match_plate(self, community: str, reading: PlateReading, camera: bool) -> MatchedPlate:
+        usable = reading.valid and reading.score >= self.config.plates.min_score
+        match = (
+            self.vehicles.match(community, reading.text, self.config.plates.max_distance)
+            if usable
+            else None
+        )
+        return MatchedPlate(reading, match, usable, camera)
 
     def _identify(self, community: str, faces: list[FaceObservation]) -> list[MatchedFace]:
         usable = [i for i, f in enumerate(faces) if f.embedding is not None]
@@ -194,13 +267,40 @@ class Engine:
         return query, hits[:top_k]
 
 
-def _verdict(m: MatchedFace, now: float) -> FaceVerdict:
+def _face_verdict(m: MatchedFace, now: float) -> Verdict:
     ident = m.identification
     person = ident.person if ident is not None else None
-    return FaceVerdict(
+    return Verdict(
         usable=m.face.quality.usable,
         accepted=bool(ident and ident.accepted and person is not None),
         role=person.role if person is not None else None,
         valid=person.is_valid_at(now) if person is not None else False,
-        person_id=person.person_id if person is not None else None,
+        identity=person.person_id if person is not None else None,
+    )
+
+
+def _plate_verdict(p: MatchedPlate, now: float) -> Verdict:
+    vehicle = p.match.vehicle if p.match is not None else None
+    return Verdict(
+        usable=p.usable,
+        accepted=vehicle is not None,
+        role=vehicle.role if vehicle is not None else None,
+        valid=vehicle.is_valid_at(now) if vehicle is not None else False,
+        identity=vehicle.plate if vehicle is not None else p.reading.text,
+        kind="plate",
+        fuzzy=bool(p.match and p.match.fuzzy),
+    )
+
+
+def build_plate_reader_from(config: Config) -> PlateReader:
+    """The plate reader named by ``config.plates``, models verified and warmed."""
+    from recognizer.backends.base import BackendOptions
+    from recognizer.plates.factory import build_plate_reader
+
+    return build_plate_reader(
+        config.models.cache_dir,
+        BackendOptions.from_config(config.models),
+        detector=config.plates.detector,
+        recognizer=config.plates.recognizer,
+        long_side=config.plates.long_side,
     )

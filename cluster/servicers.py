@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import grpc
 
 from cluster import convert
-from cluster.engine import Engine
+from cluster.engine import Engine, Lane
 from cluster.status import abort, status_code, status_message
+from indexer.types import Role
 from smartgate.errors import AlreadyExistsError, InvalidInputError, SmartgateError
 from smartgate.v1 import (
     capture_pb2,
@@ -33,13 +34,23 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
         self.engine = engine
 
     def _decide(self, frame: capture_pb2.Frame, received: float) -> capture_pb2.Decision:
-        result = self.engine.process_frame(frame.community, frame.image)
+        now = time.time()
+        result = self.engine.process_frame(
+            frame.community,
+            frame.image,
+            now,
+            lane=lane_of(frame.lane),
+            plate_crop=frame.plate_crop,
+        )
+        action = capture_pb2.Action.Name(int(result.action))
         decision = capture_pb2.Decision(
             seq=frame.seq,
             community=frame.community,
             gate=frame.gate,
-            action=capture_pb2.Action.Name(int(result.action)),
+            action=action,
+            frame_action=action,
             faces=convert.matched_faces_pb(result.faces),
+            plates=[convert.plate_pb(p, now) for p in result.plates],
             reason=result.reason,
         )
         decision.timings_ms.update(result.timings_ms)
@@ -77,6 +88,23 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
                 )
 
 
+def lane_of(kind: int) -> Lane:
+    """The engine's lane for a wire LaneKind (unspecified means a pedestrian lane)."""
+    if kind == capture_pb2.LANE_KIND_UNSPECIFIED:
+        return Lane.PEDESTRIAN
+    try:
+        return Lane(kind)
+    except ValueError as exc:
+        raise InvalidInputError(f"unknown lane kind {kind}") from exc
+
+
+def _role(value: int, default: int = common_pb2.ROLE_RESIDENT) -> Role:
+    role = convert.PB_TO_ROLE.get(value or default)
+    if role is None:
+        raise InvalidInputError(f"unknown role {value}")
+    return role
+
+
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -108,9 +136,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.EnrollPersonRequest, context: grpc.ServicerContext
     ) -> registry_pb2.EnrollPersonResponse:
         try:
-            role = convert.PB_TO_ROLE.get(request.role or common_pb2.ROLE_RESIDENT)
-            if role is None:
-                raise InvalidInputError(f"unknown role {request.role}")
+            role = _role(request.role)
             person, faces = self.engine.enroll(
                 request.community,
                 request.person_id,
@@ -141,12 +167,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.ListPersonsRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ListPersonsResponse:
         try:
-            size = request.page_size or 100
-            if size > MAX_PAGE_SIZE:
-                raise InvalidInputError(f"page_size is at most {MAX_PAGE_SIZE}, got {size}")
-            role = convert.PB_TO_ROLE.get(request.role) if request.role else None
-            if request.role and role is None:
-                raise InvalidInputError(f"unknown role {request.role}")
+            size = _page_size(request.page_size)
+            role = _role(request.role) if request.role else None
             persons = self.engine.registry.list_persons(
                 request.community, role=role, limit=size + 1, after=request.page_token or None
             )
@@ -158,6 +180,57 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         except Exception as exc:
             _log_unexpected(exc)
             abort(context, exc)
+
+    def AddVehicle(  # noqa: N802
+        self, request: registry_pb2.AddVehicleRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Vehicle:
+        try:
+            vehicle = self.engine.vehicles.add(
+                request.community,
+                request.plate,
+                role=_role(request.role),
+                owner=request.owner,
+                expires_at=convert.seconds(request.expires_at, request.HasField("expires_at")),
+                replace=request.replace,
+            )
+            return convert.vehicle_pb(vehicle)
+        except Exception as exc:
+            _log_unexpected(exc)
+            abort(context, exc)
+
+    def RemoveVehicle(  # noqa: N802
+        self, request: registry_pb2.RemoveVehicleRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Vehicle:
+        try:
+            return convert.vehicle_pb(self.engine.vehicles.remove(request.community, request.plate))
+        except Exception as exc:
+            _log_unexpected(exc)
+            abort(context, exc)
+
+    def ListVehicles(  # noqa: N802
+        self, request: registry_pb2.ListVehiclesRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ListVehiclesResponse:
+        try:
+            size = _page_size(request.page_size)
+            role = _role(request.role) if request.role else None
+            vehicles = self.engine.vehicles.list(
+                request.community, role=role, limit=size + 1, after=request.page_token or None
+            )
+            page = vehicles[:size]
+            token = page[-1].plate if len(vehicles) > size else ""
+            return registry_pb2.ListVehiclesResponse(
+                vehicles=[convert.vehicle_pb(v) for v in page], next_page_token=token
+            )
+        except Exception as exc:
+            _log_unexpected(exc)
+            abort(context, exc)
+
+
+def _page_size(requested: int) -> int:
+    size = requested or 100
+    if size > MAX_PAGE_SIZE:
+        raise InvalidInputError(f"page_size is at most {MAX_PAGE_SIZE}, got {size}")
+    return size
 
 
 class SearchServicer(search_pb2_grpc.SearchServicer):
@@ -178,6 +251,30 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                     search_pb2.SearchHit(person=convert.person_pb(h.person), score=h.score)
                     for h in hits
                 ],
+            )
+        except Exception as exc:
+            _log_unexpected(exc)
+            abort(context, exc)
+
+    def SearchPlate(  # noqa: N802
+        self, request: search_pb2.SearchPlateRequest, context: grpc.ServicerContext
+    ) -> search_pb2.SearchPlateResponse:
+        try:
+            limit = request.limit or 10
+            if limit > MAX_TOP_K:
+                raise InvalidInputError(f"limit is at most {MAX_TOP_K}, got {limit}")
+            if not request.communities:
+                raise InvalidInputError("name at least one community to search")
+            hits = self.engine.vehicles.search(
+                list(request.communities),
+                request.plate,
+                fuzzy=request.fuzzy,
+                max_distance=request.max_distance or self.engine.config.plates.max_distance,
+                limit=limit,
+            )
+            now = time.time()
+            return search_pb2.SearchPlateResponse(
+                hits=[convert.plate_match_pb(h, now) for h in hits]
             )
         except Exception as exc:
             _log_unexpected(exc)

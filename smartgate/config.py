@@ -82,6 +82,18 @@ class MatchConfig:
 
 
 @dataclass(frozen=True)
+class PlatesConfig:
+    enabled: bool = True
+    detector: str = "plate-det"
+    recognizer: str = "plate-rec"
+    long_side: int = 640
+    # A reading scoring below this (or fitting no plate format) is reported but not matched.
+    min_score: float = 0.5
+    # Fuzzy matching: the largest weighted edit distance (look-alike substitutions cost 0.3).
+    max_distance: float = 1.0
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default_factory=lambda: Path("smartgate-data"))
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -90,6 +102,7 @@ class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
+    plates: PlatesConfig = field(default_factory=PlatesConfig)
 
 
 T = TypeVar("T")

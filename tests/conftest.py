@@ -24,6 +24,11 @@ def faces_dir(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def plates_dir(shared_data: Path) -> Path:
+    return shared_data / "plates"
+
+
+@pytest.fixture(scope="session")
 def models_dir() -> Path:
     env = os.environ.get("SMARTGATE_TEST_MODELS_DIR")
     return Path(env) if env else default_cache_dir() / "models"
@@ -46,16 +51,25 @@ def face_analyzer(base_config: Config):  # type: ignore[no-untyped-def]
     return build_face_analyzer(base_config)
 
 
+@pytest.fixture(scope="session")
+def plate_reader(base_config: Config):  # type: ignore[no-untyped-def]
+    """The real plate models, loaded and warmed once per test session."""
+    from cluster.engine import build_plate_reader_from
+
+    return build_plate_reader_from(base_config)
+
+
 @pytest.fixture
-def engine(face_analyzer, base_config: Config, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real engine over a fresh data directory (real SQLite, real FAISS)."""
+def engine(face_analyzer, plate_reader, base_config: Config, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real engine over a fresh data directory (real SQLite, real FAISS, real models)."""
     from dataclasses import replace
 
     from cluster.engine import Engine
     from indexer.registry import FaceRegistry
 
     config = replace(base_config, data_dir=tmp_path)
-    return Engine(config, face_analyzer, FaceRegistry(tmp_path, face_analyzer.embedder.dim))
+    registry = FaceRegistry(tmp_path, face_analyzer.embedder.dim)
+    return Engine(config, face_analyzer, registry, plate_reader)
 
 
 @pytest.fixture

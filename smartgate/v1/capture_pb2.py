@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from smartgate.v1 import common_pb2 as smartgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asmartgate/v1/capture.proto\x12\x0csmartgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19smartgate/v1/common.proto\"\xbf\x01\n\x05\x46rame\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x0c\n\x04gate\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12/\n\x0b\x63\x61ptured_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05image\x18\x06 \x01(\x0c\x12$\n\x04lane\x18\x07 \x01(\x0e\x32\x16.smartgate.v1.LaneKind\x12\x12\n\nplate_crop\x18\x08 \x01(\x0c\"\xba\x02\n\x08\x44\x65\x63ision\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\tcommunity\x18\x02 \x01(\t\x12\x0c\n\x04gate\x18\x03 \x01(\t\x12$\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x14.smartgate.v1.Action\x12!\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x12.smartgate.v1.Face\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x39\n\ntimings_ms\x18\x07 \x03(\x0b\x32%.smartgate.v1.Decision.TimingsMsEntry\x12(\n\x06status\x18\x08 \x01(\x0b\x32\x18.smartgate.v1.ItemStatus\x12\x0e\n\x06reason\x18\t \x01(\t\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01*j\n\x08LaneKind\x12\x19\n\x15LANE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14LANE_KIND_PEDESTRIAN\x10\x01\x12\x15\n\x11LANE_KIND_VEHICLE\x10\x02\x12\x12\n\x0eLANE_KIND_BOTH\x10\x03*i\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43TION_NONE\x10\x01\x12\x0f\n\x0b\x41\x43TION_OPEN\x10\x02\x12\x10\n\x0c\x41\x43TION_ALERT\x10\x03\x12\x13\n\x0f\x41\x43TION_STRANGER\x10\x04\x32{\n\x07\x43\x61pture\x12\x39\n\x06Stream\x12\x13.smartgate.v1.Frame\x1a\x16.smartgate.v1.Decision(\x01\x30\x01\x12\x35\n\x06Submit\x12\x13.smartgate.v1.Frame\x1a\x16.smartgate.v1.Decisionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asmartgate/v1/capture.proto\x12\x0csmartgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19smartgate/v1/common.proto\"\xbf\x01\n\x05\x46rame\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x0c\n\x04gate\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12/\n\x0b\x63\x61ptured_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05image\x18\x06 \x01(\x0c\x12$\n\x04lane\x18\x07 \x01(\x0e\x32\x16.smartgate.v1.LaneKind\x12\x12\n\nplate_crop\x18\x08 \x01(\x0c\"\xb5\x03\n\x08\x44\x65\x63ision\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\tcommunity\x18\x02 \x01(\t\x12\x0c\n\x04gate\x18\x03 \x01(\t\x12$\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x14.smartgate.v1.Action\x12!\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x12.smartgate.v1.Face\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x39\n\ntimings_ms\x18\x07 \x03(\x0b\x32%.smartgate.v1.Decision.TimingsMsEntry\x12(\n\x06status\x18\x08 \x01(\x0b\x32\x18.smartgate.v1.ItemStatus\x12\x0e\n\x06reason\x18\t \x01(\t\x12#\n\x06plates\x18\n \x03(\x0b\x32\x13.smartgate.v1.Plate\x12(\n\x06tracks\x18\x0b \x03(\x0b\x32\x18.smartgate.v1.TrackState\x12*\n\x0c\x66rame_action\x18\x0c \x01(\x0e\x32\x14.smartgate.v1.Action\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\x9e\x01\n\nTrackState\x12\x10\n\x08track_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12$\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x14.smartgate.v1.Action\x12\x13\n\x0b\x64\x65\x63ided_now\x18\x04 \x01(\x08\x12\x11\n\tis_update\x18\x05 \x01(\x08\x12\x10\n\x08identity\x18\x06 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x07 \x01(\t*j\n\x08LaneKind\x12\x19\n\x15LANE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14LANE_KIND_PEDESTRIAN\x10\x01\x12\x15\n\x11LANE_KIND_VEHICLE\x10\x02\x12\x12\n\x0eLANE_KIND_BOTH\x10\x03*i\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43TION_NONE\x10\x01\x12\x0f\n\x0b\x41\x43TION_OPEN\x10\x02\x12\x10\n\x0c\x41\x43TION_ALERT\x10\x03\x12\x13\n\x0f\x41\x43TION_STRANGER\x10\x04\x32{\n\x07\x43\x61pture\x12\x39\n\x06Stream\x12\x13.smartgate.v1.Frame\x1a\x16.smartgate.v1.Decision(\x01\x30\x01\x12\x35\n\x06Submit\x12\x13.smartgate.v1.Frame\x1a\x16.smartgate.v1.Decisionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DECISION_TIMINGSMSENTRY']._loaded_options = None
   _globals['_DECISION_TIMINGSMSENTRY']._serialized_options = b'8\001'
-  _globals['_LANEKIND']._serialized_start=615
-  _globals['_LANEKIND']._serialized_end=721
-  _globals['_ACTION']._serialized_start=723
-  _globals['_ACTION']._serialized_end=828
+  _globals['_LANEKIND']._serialized_start=899
+  _globals['_LANEKIND']._serialized_end=1005
+  _globals['_ACTION']._serialized_start=1007
+  _globals['_ACTION']._serialized_end=1112
   _globals['_FRAME']._serialized_start=105
   _globals['_FRAME']._serialized_end=296
   _globals['_DECISION']._serialized_start=299
-  _globals['_DECISION']._serialized_end=613
-  _globals['_DECISION_TIMINGSMSENTRY']._serialized_start=565
-  _globals['_DECISION_TIMINGSMSENTRY']._serialized_end=613
-  _globals['_CAPTURE']._serialized_start=830
-  _globals['_CAPTURE']._serialized_end=953
+  _globals['_DECISION']._serialized_end=736
+  _globals['_DECISION_TIMINGSMSENTRY']._serialized_start=688
+  _globals['_DECISION_TIMINGSMSENTRY']._serialized_end=736
+  _globals['_TRACKSTATE']._serialized_start=739
+  _globals['_TRACKSTATE']._serialized_end=897
+  _globals['_CAPTURE']._serialized_start=1114
+  _globals['_CAPTURE']._serialized_end=1237
 # @@protoc_insertion_point(module_scope)

@@ -56,7 +56,7 @@ class Frame(_message.Message):
     def __init__(self, community: _Optional[str] = ..., gate: _Optional[str] = ..., device: _Optional[str] = ..., seq: _Optional[int] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., image: _Optional[bytes] = ..., lane: _Optional[_Union[LaneKind, str]] = ..., plate_crop: _Optional[bytes] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("seq", "community", "gate", "action", "faces", "event_id", "timings_ms", "status", "reason")
+    __slots__ = ("seq", "community", "gate", "action", "faces", "event_id", "timings_ms", "status", "reason", "plates", "tracks", "frame_action")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,9 @@ class Decision(_message.Message):
     TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    PLATES_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_ACTION_FIELD_NUMBER: _ClassVar[int]
     seq: int
     community: str
     gate: str
@@ -82,4 +85,25 @@ class Decision(_message.Message):
     timings_ms: _containers.ScalarMap[str, float]
     status: _common_pb2.ItemStatus
     reason: str
-    def __init__(self, seq: _Optional[int] = ..., community: _Optional[str] = ..., gate: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., faces: _Optional[_Iterable[_Union[_common_pb2.Face, _Mapping]]] = ..., event_id: _Optional[str] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., status: _Optional[_Union[_common_pb2.ItemStatus, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    plates: _containers.RepeatedCompositeFieldContainer[_common_pb2.Plate]
+    tracks: _containers.RepeatedCompositeFieldContainer[TrackState]
+    frame_action: Action
+    def __init__(self, seq: _Optional[int] = ..., community: _Optional[str] = ..., gate: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., faces: _Optional[_Iterable[_Union[_common_pb2.Face, _Mapping]]] = ..., event_id: _Optional[str] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., status: _Optional[_Union[_common_pb2.ItemStatus, _Mapping]] = ..., reason: _Optional[str] = ..., plates: _Optional[_Iterable[_Union[_common_pb2.Plate, _Mapping]]] = ..., tracks: _Optional[_Iterable[_Union[TrackState, _Mapping]]] = ..., frame_action: _Optional[_Union[Action, str]] = ...) -> None: ...
+
+class TrackState(_message.Message):
+    __slots__ = ("track_id", "kind", "action", "decided_now", "is_update", "identity", "event_id")
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_NOW_FIELD_NUMBER: _ClassVar[int]
+    IS_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    track_id: str
+    kind: str
+    action: Action
+    decided_now: bool
+    is_update: bool
+    identity: str
+    event_id: str
+    def __init__(self, track_id: _Optional[str] = ..., kind: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., decided_now: _Optional[bool] = ..., is_update: _Optional[bool] = ..., identity: _Optional[str] = ..., event_id: _Optional[str] = ...) -> None: ...

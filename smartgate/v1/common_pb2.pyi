@@ -114,3 +114,57 @@ class ItemStatus(_message.Message):
     code: int
     message: str
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Vehicle(_message.Message):
+    __slots__ = ("community", "plate", "role", "owner", "expires_at", "created_at")
+    COMMUNITY_FIELD_NUMBER: _ClassVar[int]
+    PLATE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    community: str
+    plate: str
+    role: Role
+    owner: str
+    expires_at: _timestamp_pb2.Timestamp
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, community: _Optional[str] = ..., plate: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., owner: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PlateMatch(_message.Message):
+    __slots__ = ("vehicle", "distance", "fuzzy", "valid")
+    VEHICLE_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    FUZZY_FIELD_NUMBER: _ClassVar[int]
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    vehicle: Vehicle
+    distance: float
+    fuzzy: bool
+    valid: bool
+    def __init__(self, vehicle: _Optional[_Union[Vehicle, _Mapping]] = ..., distance: _Optional[float] = ..., fuzzy: _Optional[bool] = ..., valid: _Optional[bool] = ...) -> None: ...
+
+class Plate(_message.Message):
+    __slots__ = ("text", "raw_text", "score", "color", "format", "valid", "reason", "corners", "box", "match", "from_camera_crop")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    RAW_TEXT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    COLOR_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CORNERS_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    FROM_CAMERA_CROP_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    raw_text: str
+    score: float
+    color: str
+    format: str
+    valid: bool
+    reason: str
+    corners: _containers.RepeatedCompositeFieldContainer[Point]
+    box: Box
+    match: PlateMatch
+    from_camera_crop: bool
+    def __init__(self, text: _Optional[str] = ..., raw_text: _Optional[str] = ..., score: _Optional[float] = ..., color: _Optional[str] = ..., format: _Optional[str] = ..., valid: _Optional[bool] = ..., reason: _Optional[str] = ..., corners: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., match: _Optional[_Union[PlateMatch, _Mapping]] = ..., from_camera_crop: _Optional[bool] = ...) -> None: ...

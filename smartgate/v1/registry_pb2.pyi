@@ -93,3 +93,47 @@ class ListPersonsResponse(_message.Message):
     persons: _containers.RepeatedCompositeFieldContainer[_common_pb2.Person]
     next_page_token: str
     def __init__(self, persons: _Optional[_Iterable[_Union[_common_pb2.Person, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class AddVehicleRequest(_message.Message):
+    __slots__ = ("community", "plate", "role", "owner", "expires_at", "replace")
+    COMMUNITY_FIELD_NUMBER: _ClassVar[int]
+    PLATE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    community: str
+    plate: str
+    role: _common_pb2.Role
+    owner: str
+    expires_at: _timestamp_pb2.Timestamp
+    replace: bool
+    def __init__(self, community: _Optional[str] = ..., plate: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., owner: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replace: _Optional[bool] = ...) -> None: ...
+
+class RemoveVehicleRequest(_message.Message):
+    __slots__ = ("community", "plate")
+    COMMUNITY_FIELD_NUMBER: _ClassVar[int]
+    PLATE_FIELD_NUMBER: _ClassVar[int]
+    community: str
+    plate: str
+    def __init__(self, community: _Optional[str] = ..., plate: _Optional[str] = ...) -> None: ...
+
+class ListVehiclesRequest(_message.Message):
+    __slots__ = ("community", "role", "page_size", "page_token")
+    COMMUNITY_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    community: str
+    role: _common_pb2.Role
+    page_size: int
+    page_token: str
+    def __init__(self, community: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListVehiclesResponse(_message.Message):
+    __slots__ = ("vehicles", "next_page_token")
+    VEHICLES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    vehicles: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vehicle]
+    next_page_token: str
+    def __init__(self, vehicles: _Optional[_Iterable[_Union[_common_pb2.Vehicle, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from smartgate.v1 import common_pb2 as smartgate_dot_v1_dot_common__pb2
 from smartgate.v1 import registry_pb2 as smartgate_dot_v1_dot_registry__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -59,6 +60,21 @@ class RegistryStub:
                 request_serializer=smartgate_dot_v1_dot_registry__pb2.ListPersonsRequest.SerializeToString,
                 response_deserializer=smartgate_dot_v1_dot_registry__pb2.ListPersonsResponse.FromString,
                 _registered_method=True)
+        self.AddVehicle = channel.unary_unary(
+                '/smartgate.v1.Registry/AddVehicle',
+                request_serializer=smartgate_dot_v1_dot_registry__pb2.AddVehicleRequest.SerializeToString,
+                response_deserializer=smartgate_dot_v1_dot_common__pb2.Vehicle.FromString,
+                _registered_method=True)
+        self.RemoveVehicle = channel.unary_unary(
+                '/smartgate.v1.Registry/RemoveVehicle',
+                request_serializer=smartgate_dot_v1_dot_registry__pb2.RemoveVehicleRequest.SerializeToString,
+                response_deserializer=smartgate_dot_v1_dot_common__pb2.Vehicle.FromString,
+                _registered_method=True)
+        self.ListVehicles = channel.unary_unary(
+                '/smartgate.v1.Registry/ListVehicles',
+                request_serializer=smartgate_dot_v1_dot_registry__pb2.ListVehiclesRequest.SerializeToString,
+                response_deserializer=smartgate_dot_v1_dot_registry__pb2.ListVehiclesResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -96,6 +112,25 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddVehicle(self, request, context):
+        """Vehicles: plates with a role (resident, visitor pass with expiry, watchlist).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveVehicle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVehicles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +158,21 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.ListPersons,
                     request_deserializer=smartgate_dot_v1_dot_registry__pb2.ListPersonsRequest.FromString,
                     response_serializer=smartgate_dot_v1_dot_registry__pb2.ListPersonsResponse.SerializeToString,
+            ),
+            'AddVehicle': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddVehicle,
+                    request_deserializer=smartgate_dot_v1_dot_registry__pb2.AddVehicleRequest.FromString,
+                    response_serializer=smartgate_dot_v1_dot_common__pb2.Vehicle.SerializeToString,
+            ),
+            'RemoveVehicle': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveVehicle,
+                    request_deserializer=smartgate_dot_v1_dot_registry__pb2.RemoveVehicleRequest.FromString,
+                    response_serializer=smartgate_dot_v1_dot_common__pb2.Vehicle.SerializeToString,
+            ),
+            'ListVehicles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVehicles,
+                    request_deserializer=smartgate_dot_v1_dot_registry__pb2.ListVehiclesRequest.FromString,
+                    response_serializer=smartgate_dot_v1_dot_registry__pb2.ListVehiclesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +310,87 @@ class Registry:
             '/smartgate.v1.Registry/ListPersons',
             smartgate_dot_v1_dot_registry__pb2.ListPersonsRequest.SerializeToString,
             smartgate_dot_v1_dot_registry__pb2.ListPersonsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddVehicle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartgate.v1.Registry/AddVehicle',
+            smartgate_dot_v1_dot_registry__pb2.AddVehicleRequest.SerializeToString,
+            smartgate_dot_v1_dot_common__pb2.Vehicle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveVehicle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartgate.v1.Registry/RemoveVehicle',
+            smartgate_dot_v1_dot_registry__pb2.RemoveVehicleRequest.SerializeToString,
+            smartgate_dot_v1_dot_common__pb2.Vehicle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVehicles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartgate.v1.Registry/ListVehicles',
+            smartgate_dot_v1_dot_registry__pb2.ListVehiclesRequest.SerializeToString,
+            smartgate_dot_v1_dot_registry__pb2.ListVehiclesResponse.FromString,
             options,
             channel_credentials,
             insecure,

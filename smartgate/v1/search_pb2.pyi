@@ -1,4 +1,5 @@
 from smartgate.v1 import common_pb2 as _common_pb2
+from smartgate.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -32,3 +33,23 @@ class SearchFaceResponse(_message.Message):
     face: _common_pb2.Face
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
     def __init__(self, face: _Optional[_Union[_common_pb2.Face, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ...) -> None: ...
+
+class SearchPlateRequest(_message.Message):
+    __slots__ = ("communities", "plate", "fuzzy", "max_distance", "limit")
+    COMMUNITIES_FIELD_NUMBER: _ClassVar[int]
+    PLATE_FIELD_NUMBER: _ClassVar[int]
+    FUZZY_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    communities: _containers.RepeatedScalarFieldContainer[str]
+    plate: str
+    fuzzy: bool
+    max_distance: float
+    limit: int
+    def __init__(self, communities: _Optional[_Iterable[str]] = ..., plate: _Optional[str] = ..., fuzzy: _Optional[bool] = ..., max_distance: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SearchPlateResponse(_message.Message):
+    __slots__ = ("hits",)
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[_common_pb2.PlateMatch]
+    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.PlateMatch, _Mapping]]] = ...) -> None: ...

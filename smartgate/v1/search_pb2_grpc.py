@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from smartgate.v1 import events_pb2 as smartgate_dot_v1_dot_events__pb2
 from smartgate.v1 import search_pb2 as smartgate_dot_v1_dot_search__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,6 +40,31 @@ class SearchStub:
                 request_serializer=smartgate_dot_v1_dot_search__pb2.SearchFaceRequest.SerializeToString,
                 response_deserializer=smartgate_dot_v1_dot_search__pb2.SearchFaceResponse.FromString,
                 _registered_method=True)
+        self.SearchPlate = channel.unary_unary(
+                '/smartgate.v1.Search/SearchPlate',
+                request_serializer=smartgate_dot_v1_dot_search__pb2.SearchPlateRequest.SerializeToString,
+                response_deserializer=smartgate_dot_v1_dot_search__pb2.SearchPlateResponse.FromString,
+                _registered_method=True)
+        self.QueryEvents = channel.unary_unary(
+                '/smartgate.v1.Search/QueryEvents',
+                request_serializer=smartgate_dot_v1_dot_events__pb2.QueryEventsRequest.SerializeToString,
+                response_deserializer=smartgate_dot_v1_dot_events__pb2.QueryEventsResponse.FromString,
+                _registered_method=True)
+        self.Trajectory = channel.unary_unary(
+                '/smartgate.v1.Search/Trajectory',
+                request_serializer=smartgate_dot_v1_dot_events__pb2.TrajectoryRequest.SerializeToString,
+                response_deserializer=smartgate_dot_v1_dot_events__pb2.TrajectoryResponse.FromString,
+                _registered_method=True)
+        self.GetEventImage = channel.unary_unary(
+                '/smartgate.v1.Search/GetEventImage',
+                request_serializer=smartgate_dot_v1_dot_events__pb2.GetEventImageRequest.SerializeToString,
+                response_deserializer=smartgate_dot_v1_dot_events__pb2.GetEventImageResponse.FromString,
+                _registered_method=True)
+        self.WatchAlerts = channel.unary_stream(
+                '/smartgate.v1.Search/WatchAlerts',
+                request_serializer=smartgate_dot_v1_dot_events__pb2.WatchAlertsRequest.SerializeToString,
+                response_deserializer=smartgate_dot_v1_dot_events__pb2.Alert.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -51,6 +77,41 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchPlate(self, request, context):
+        """A plate (exact, or fuzzy over look-alike characters) across one or more communities.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryEvents(self, request, context):
+        """Passages of one community, newest first, with cursor paging.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Trajectory(self, request, context):
+        """The time-ordered passages of one person, stranger or plate across gates and communities.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEventImage(self, request, context):
+        """The best-shot thumbnail of a passage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAlerts(self, request, context):
+        """Alerts as they happen; resume with after_seq after a reconnect and nothing is lost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +119,31 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.SearchFace,
                     request_deserializer=smartgate_dot_v1_dot_search__pb2.SearchFaceRequest.FromString,
                     response_serializer=smartgate_dot_v1_dot_search__pb2.SearchFaceResponse.SerializeToString,
+            ),
+            'SearchPlate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchPlate,
+                    request_deserializer=smartgate_dot_v1_dot_search__pb2.SearchPlateRequest.FromString,
+                    response_serializer=smartgate_dot_v1_dot_search__pb2.SearchPlateResponse.SerializeToString,
+            ),
+            'QueryEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryEvents,
+                    request_deserializer=smartgate_dot_v1_dot_events__pb2.QueryEventsRequest.FromString,
+                    response_serializer=smartgate_dot_v1_dot_events__pb2.QueryEventsResponse.SerializeToString,
+            ),
+            'Trajectory': grpc.unary_unary_rpc_method_handler(
+                    servicer.Trajectory,
+                    request_deserializer=smartgate_dot_v1_dot_events__pb2.TrajectoryRequest.FromString,
+                    response_serializer=smartgate_dot_v1_dot_events__pb2.TrajectoryResponse.SerializeToString,
+            ),
+            'GetEventImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEventImage,
+                    request_deserializer=smartgate_dot_v1_dot_events__pb2.GetEventImageRequest.FromString,
+                    response_serializer=smartgate_dot_v1_dot_events__pb2.GetEventImageResponse.SerializeToString,
+            ),
+            'WatchAlerts': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAlerts,
+                    request_deserializer=smartgate_dot_v1_dot_events__pb2.WatchAlertsRequest.FromString,
+                    response_serializer=smartgate_dot_v1_dot_events__pb2.Alert.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +173,141 @@ class Search:
             '/smartgate.v1.Search/SearchFace',
             smartgate_dot_v1_dot_search__pb2.SearchFaceRequest.SerializeToString,
             smartgate_dot_v1_dot_search__pb2.SearchFaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchPlate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartgate.v1.Search/SearchPlate',
+            smartgate_dot_v1_dot_search__pb2.SearchPlateRequest.SerializeToString,
+            smartgate_dot_v1_dot_search__pb2.SearchPlateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartgate.v1.Search/QueryEvents',
+            smartgate_dot_v1_dot_events__pb2.QueryEventsRequest.SerializeToString,
+            smartgate_dot_v1_dot_events__pb2.QueryEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Trajectory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartgate.v1.Search/Trajectory',
+            smartgate_dot_v1_dot_events__pb2.TrajectoryRequest.SerializeToString,
+            smartgate_dot_v1_dot_events__pb2.TrajectoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEventImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartgate.v1.Search/GetEventImage',
+            smartgate_dot_v1_dot_events__pb2.GetEventImageRequest.SerializeToString,
+            smartgate_dot_v1_dot_events__pb2.GetEventImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/smartgate.v1.Search/WatchAlerts',
+            smartgate_dot_v1_dot_events__pb2.WatchAlertsRequest.SerializeToString,
+            smartgate_dot_v1_dot_events__pb2.Alert.FromString,
             options,
             channel_credentials,
             insecure,

@@ -147,3 +147,66 @@ def test_missing_models_stop_start_up_with_the_fix(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "smartgate models fetch" in out.stderr
+
+
+def test_detect_lists_plates_and_read_plate_reads_crops(
+    shared_data: Path, models_dir: Path
+) -> None:
+    scene = shared_data / "plates" / "scenes" / "ccpd_00.jpg"
+    out = _run(["detect", "--json", str(scene)], models_dir)
+    assert out.returncode == 0, out.stderr
+    plate = json.loads(out.stdout)["plates"][0]
+    assert plate["text"] == "皖A0N718" and plate["color"] == "blue"
+    assert set(plate) >= {"text", "raw_text", "score", "color", "corners", "box"}
+    assert len(plate["corners"]) == 4
+    crops = [shared_data / "plates" / "crops" / f"crop_00{i}.jpg" for i in range(3)]
+    out = _run(["read-plate", "--json", *map(str, crops)], models_dir)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [Path(r["file"]).name for r in rows] == [c.name for c in crops]
+    assert rows[0]["text"] == "川X90621"
+
+
+def test_vehicle_commands_and_vehicle_lane(
+    served: str, shared_data: Path, models_dir: Path
+) -> None:
+    add = _run(
+        [
+            "vehicle",
+            "add",
+            "--server",
+            served,
+            "--community",
+            "c1",
+            "--plate",
+            "皖A0N718",
+            "--owner",
+            "unit 3-201",
+        ],
+        models_dir,
+    )
+    assert add.returncode == 0, add.stderr
+    assert json.loads(add.stdout)["plate"] == "皖A0N718"
+    listed = _run(["vehicle", "list", "--server", served, "--community", "c1"], models_dir)
+    assert json.loads(listed.stdout)["owner"] == "unit 3-201"
+    scene = shared_data / "plates" / "scenes" / "ccpd_00.jpg"
+    ident = _run(
+        [
+            "identify",
+            "--server",
+            served,
+            "--community",
+            "c1",
+            "--lane",
+            "vehicle",
+            "--json",
+            str(scene),
+        ],
+        models_dir,
+    )
+    assert json.loads(ident.stdout)["action"] == "OPEN"
+    removed = _run(
+        ["vehicle", "remove", "--server", served, "--community", "c1", "--plate", "皖A0N718"],
+        models_dir,
+    )
+    assert removed.returncode == 0
