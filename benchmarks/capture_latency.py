@@ -49,13 +49,13 @@ class LatencyRun:
 
 
 def run_once(config: Config, frames: int, warmup: int) -> LatencyRun:
-    from cluster.engine import Engine
+    from cluster.node import Node
     from cluster.server import start_server
 
     faces = data_dir() / "faces"
-    engine = Engine.from_config(config)
-    engine.enroll("bench", "obama", [(faces / GALLERY).read_bytes()])
-    running = start_server(engine, config.server)
+    node = Node.open(config)
+    node.engine.enroll("bench", "obama", [(faces / GALLERY).read_bytes()])
+    running = start_server(node, config.server)
     image = (faces / PROBE).read_bytes()
     server_ms: dict[str, list[float]] = {s: [] for s in STAGES}
     client_ms: list[float] = []
@@ -69,7 +69,7 @@ def run_once(config: Config, frames: int, warmup: int) -> LatencyRun:
                 outbox.put(capture_pb2.Frame(community="bench", gate="g1", seq=seq, image=image))
                 decision = next(replies)
                 elapsed = (time.perf_counter() - sent) * 1e3
-                if decision.action != capture_pb2.ACTION_OPEN:
+                if decision.frame_action != capture_pb2.ACTION_OPEN:
                     raise RuntimeError(f"frame {seq}: expected OPEN, got {decision}")
                 if seq < warmup:
                     continue
@@ -79,6 +79,7 @@ def run_once(config: Config, frames: int, warmup: int) -> LatencyRun:
             outbox.put(None)
     finally:
         running.stop(0)
+        node.close()
     return LatencyRun(
         server=percentiles(server_ms["total"]),
         client=percentiles(client_ms),

@@ -153,16 +153,23 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from cluster.engine import Engine
+    from cluster.node import Node
     from cluster.server import serve_forever, start_server
 
     cfg = _config(args)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     log.info("loading models from %s", cfg.models.cache_dir)
-    engine = Engine.from_config(cfg)
-    running = start_server(engine, cfg.server)
+    node = Node.open(cfg)
+    try:
+        running = start_server(node, cfg.server)
+    except BaseException:
+        node.close()
+        raise
     print(f"smartgate serving on {running.address} (data in {cfg.data_dir.resolve()})", flush=True)
-    serve_forever(running, cfg.server.grace_seconds)
+    try:
+        serve_forever(running, cfg.server.grace_seconds)
+    finally:
+        node.close()  # ends open passages (their events are written), stops the event threads
     return 0
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cluster.engine import MatchedFace, MatchedPlate
+from cluster.events.model import Alert, Event, Kind
+from cluster.passages import TrackState
 from indexer.types import Identification, Person, Role, Vehicle, VehicleMatch
 from recognizer.faces.analyzer import FaceObservation
-from smartgate.v1 import common_pb2
+from smartgate.v1 import capture_pb2, common_pb2, events_pb2
 
 ROLE_TO_PB: dict[Role, common_pb2.Role] = {
     "resident": common_pb2.ROLE_RESIDENT,
@@ -126,3 +128,67 @@ def plate_pb(p: MatchedPlate, now: float) -> common_pb2.Plate:
     if p.match is not None:
         msg.match.CopyFrom(plate_match_pb(p.match, now))
     return msg
+
+
+KIND_TO_PB: dict[Kind, events_pb2.EventKind] = {
+    "face": events_pb2.EVENT_KIND_FACE,
+    "plate": events_pb2.EVENT_KIND_PLATE,
+}
+PB_TO_KIND: dict[int, Kind] = {v: k for k, v in KIND_TO_PB.items()}
+ALERT_KIND_TO_PB = {
+    "watchlist": events_pb2.ALERT_KIND_WATCHLIST,
+    "stranger_repeat": events_pb2.ALERT_KIND_STRANGER_REPEAT,
+    "tailgating": events_pb2.ALERT_KIND_TAILGATING,
+}
+
+
+def event_pb(e: Event) -> events_pb2.Event:
+    return events_pb2.Event(
+        id=e.id,
+        community=e.community,
+        gate=e.gate,
+        device=e.device,
+        kind=KIND_TO_PB[e.kind],
+        action=e.action,
+        person_id=e.person_id or "",
+        stranger_id=e.stranger_id or "",
+        plate=e.plate or "",
+        score=e.score,
+        quality=e.quality,
+        liveness=e.liveness if e.liveness is not None else -1.0,
+        start=timestamp(e.start),
+        end=timestamp(e.end),
+        role=e.role or "",
+        track_id=e.track_id,
+        has_thumbnail=e.has_thumbnail,
+    )
+
+
+def alert_pb(a: Alert) -> events_pb2.Alert:
+    return events_pb2.Alert(
+        id=a.id,
+        seq=a.seq,
+        community=a.community,
+        gate=a.gate,
+        kind=ALERT_KIND_TO_PB[a.kind],
+        event_id=a.event_id or "",
+        person_id=a.person_id or "",
+        stranger_id=a.stranger_id or "",
+        plate=a.plate or "",
+        time=timestamp(a.time),
+        message=a.message,
+    )
+
+
+def track_state_pb(t: TrackState) -> capture_pb2.TrackState:
+    return capture_pb2.TrackState(
+        track_id=t.track_id,
+        kind=t.kind,
+        action=capture_pb2.Action.Name(int(t.action))
+        if t.action is not None
+        else "ACTION_UNSPECIFIED",
+        decided_now=t.decided_now,
+        is_update=t.is_update,
+        identity=t.identity or "",
+        event_id=t.event_id,
+    )

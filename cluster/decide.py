@@ -31,6 +31,15 @@ class Verdict:
     kind: str = "face"  # "face" | "plate"
     fuzzy: bool = False  # a plate matched only approximately
 
+    @property
+    def action(self) -> Action:
+        """What this face or plate alone calls for."""
+        if self.accepted and self.role == "watchlist":
+            return Action.ALERT
+        if self.accepted and self.role in ("resident", "visitor") and self.valid:
+            return Action.OPEN
+        return Action.STRANGER if self.usable or self.accepted else Action.NONE
+
     def describe(self) -> str:
         what = (
             f"{self.role} {self.identity}"
@@ -41,22 +50,20 @@ class Verdict:
 
 
 def decide(items: list[Verdict]) -> tuple[Action, str]:
-    """The action for a frame and a one-line reason."""
-    matched = [v for v in items if v.accepted and v.role is not None]
-    watch = [v for v in matched if v.role == "watchlist"]
-    if watch:
-        return Action.ALERT, f"watchlist match: {watch[0].describe()}"
-    allowed = [v for v in matched if v.role in ("resident", "visitor") and v.valid]
-    if allowed:
-        return Action.OPEN, allowed[0].describe()
-    expired = [v for v in matched if v.role == "visitor" and not v.valid]
-    if expired:
-        return Action.STRANGER, f"visitor pass of {expired[0].identity} has expired"
-    usable = [v for v in items if v.usable]
-    if any(v.kind == "face" for v in usable):
+    """The action for a frame (the most urgent of its items) and a one-line reason."""
+    for wanted in (Action.ALERT, Action.OPEN):
+        hit = next((v for v in items if v.action == wanted), None)
+        if hit is not None:
+            prefix = "watchlist match: " if wanted == Action.ALERT else ""
+            return wanted, prefix + hit.describe()
+    strangers = [v for v in items if v.action == Action.STRANGER]
+    expired = next((v for v in strangers if v.accepted), None)
+    if expired is not None:
+        return Action.STRANGER, f"visitor pass of {expired.identity} has expired"
+    if any(v.kind == "face" for v in strangers):
         return Action.STRANGER, "usable face matched nobody"
-    if usable:
-        return Action.STRANGER, f"unknown vehicle {usable[0].identity}"
+    if strangers:
+        return Action.STRANGER, f"unknown vehicle {strangers[0].identity}"
     if items:
         return Action.NONE, "nothing of usable quality"
     return Action.NONE, "no face or plate"

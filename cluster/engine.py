@@ -18,7 +18,7 @@ from indexer.registry import FaceRegistry
 from indexer.types import Identification, Person, VehicleMatch
 from indexer.vehicles import VehicleRegistry
 from recognizer.faces.analyzer import FaceAnalyzer, FaceObservation, StageTimer
-from recognizer.image import DecodeLimits, decode
+from recognizer.image import DecodedImage, DecodeLimits, decode
 from recognizer.plates.reader import PlateReader, PlateReading
 from smartgate.config import Config
 from smartgate.errors import ConfigError, EnrollmentError, InvalidInputError, NotFoundError
@@ -60,11 +60,17 @@ class Lane(enum.IntEnum):
 
 @dataclass
 class FrameResult:
+    """One frame's verdict. ``face_verdicts``/``plate_verdicts`` pair up with ``faces``/
+    ``plates``; ``image`` is the decoded frame (for best-shot thumbnails)."""
+
     action: Action
     reason: str
     faces: list[MatchedFace]
     plates: list[MatchedPlate] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    face_verdicts: list[Verdict] = field(default_factory=list)
+    plate_verdicts: list[Verdict] = field(default_factory=list)
+    image: DecodedImage | None = None
 
 
 @dataclass(frozen=True)
@@ -154,10 +160,12 @@ class Engine:
             t = time.time() if now is None else now
             matched = self._identify(community, faces)
             plates = [self._match_plate(community, r, cam) for r, cam in readings]
-            verdicts = [_face_verdict(m, t) for m in matched]
-            verdicts += [_plate_verdict(p, t) for p in plates]
-            action, reason = decide(verdicts)
-        return FrameResult(action, reason, matched, plates, timer.ms)
+            face_verdicts = [_face_verdict(m, t) for m in matched]
+            plate_verdicts = [_plate_verdict(p, t) for p in plates]
+            action, reason = decide(face_verdicts + plate_verdicts)
+        return FrameResult(
+            action, reason, matched, plates, timer.ms, face_verdicts, plate_verdicts, decoded
+        )
 
     def _match_plate(self, community: str, reading: PlateReading, camera: bool) -> MatchedPlate:
         usable = reading.valid and reading.score >= self.config.plates.min_score

@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cluster.engine import Engine
+from cluster.node import Node
 from cluster.servicers import CaptureServicer, RegistryServicer, SearchServicer
 from smartgate.config import ServerConfig
 from smartgate.errors import ConfigError
@@ -49,8 +49,8 @@ class RunningServer:
         self.server.wait_for_termination()
 
 
-def start_server(engine: Engine, config: ServerConfig) -> RunningServer:
-    """Start serving ``engine`` on ``config.listen`` (port 0 picks a free port)."""
+def start_server(node: Node, config: ServerConfig) -> RunningServer:
+    """Start serving ``node`` on ``config.listen`` (port 0 picks a free port)."""
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -61,9 +61,9 @@ def start_server(engine: Engine, config: ServerConfig) -> RunningServer:
         options=options,
         maximum_concurrent_rpcs=config.max_workers,
     )
-    capture_pb2_grpc.add_CaptureServicer_to_server(CaptureServicer(engine), server)
-    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(engine), server)
-    search_pb2_grpc.add_SearchServicer_to_server(SearchServicer(engine), server)
+    capture_pb2_grpc.add_CaptureServicer_to_server(CaptureServicer(node), server)
+    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(node), server)
+    search_pb2_grpc.add_SearchServicer_to_server(SearchServicer(node), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

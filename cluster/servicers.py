@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 
 from cluster import convert
-from cluster.engine import Engine, Lane
+from cluster.engine import Engine, FrameResult, Lane
+from cluster.node import Node
 from cluster.status import abort, status_code, status_message
 from indexer.types import Role
-from smartgate.errors import AlreadyExistsError, InvalidInputError, SmartgateError
+from smartgate.errors import AlreadyExistsError, InvalidInputError, NotFoundError, SmartgateError
 from smartgate.v1 import (
     capture_pb2,
     capture_pb2_grpc,
     common_pb2,
+    events_pb2,
     registry_pb2,
     registry_pb2_grpc,
     search_pb2,
@@ -30,31 +34,34 @@ MAX_TOP_K = 100
 
 
 class CaptureServicer(capture_pb2_grpc.CaptureServicer):
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.engine = node.engine
 
-    def _decide(self, frame: capture_pb2.Frame, received: float) -> capture_pb2.Decision:
-        now = time.time()
-        result = self.engine.process_frame(
+    def _recognise(self, frame: capture_pb2.Frame, now: float) -> FrameResult:
+        return self.engine.process_frame(
             frame.community,
             frame.image,
             now,
             lane=lane_of(frame.lane),
             plate_crop=frame.plate_crop,
         )
-        action = capture_pb2.Action.Name(int(result.action))
+
+    @staticmethod
+    def _decision(
+        frame: capture_pb2.Frame, result: FrameResult, now: float, action: int, reason: str
+    ) -> capture_pb2.Decision:
         decision = capture_pb2.Decision(
             seq=frame.seq,
             community=frame.community,
             gate=frame.gate,
-            action=action,
-            frame_action=action,
+            action=capture_pb2.Action.Name(action),
+            frame_action=capture_pb2.Action.Name(int(result.action)),
             faces=convert.matched_faces_pb(result.faces),
             plates=[convert.plate_pb(p, now) for p in result.plates],
-            reason=result.reason,
+            reason=reason,
         )
         decision.timings_ms.update(result.timings_ms)
-        decision.timings_ms["total"] = (time.perf_counter() - received) * 1e3
         return decision
 
     def Submit(  # noqa: N802 (gRPC method name)
@@ -62,7 +69,16 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
     ) -> capture_pb2.Decision:
         received = time.perf_counter()
         try:
-            return self._decide(request, received)
+            now = time.time()
+            result = self._recognise(request, now)
+            started = time.perf_counter()
+            self.node.passages.snapshot(
+                request.community, request.gate, request.device, now, result
+            )
+            result.timings_ms["track"] = (time.perf_counter() - started) * 1e3
+            decision = self._decision(request, result, now, int(result.action), result.reason)
+            decision.timings_ms["total"] = (time.perf_counter() - received) * 1e3
+            return decision
         except Exception as exc:
             _log_unexpected(exc)
             abort(context, exc)
@@ -73,7 +89,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
         for frame in request_iterator:
             received = time.perf_counter()
             try:
-                yield self._decide(frame, received)
+                yield self._stream_decision(frame, received)
             except Exception as exc:  # one bad frame never ends the stream
                 _log_unexpected(exc)
                 yield capture_pb2.Decision(
@@ -81,11 +97,25 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
                     community=frame.community,
                     gate=frame.gate,
                     action=capture_pb2.ACTION_NONE,
+                    frame_action=capture_pb2.ACTION_NONE,
                     status=common_pb2.ItemStatus(
                         code=status_code(exc).value[0], message=status_message(exc)
                     ),
                     reason="frame rejected",
                 )
+
+    def _stream_decision(self, frame: capture_pb2.Frame, received: float) -> capture_pb2.Decision:
+        now = time.time()
+        result = self._recognise(frame, now)
+        started = time.perf_counter()
+        outcome = self.node.passages.observe(
+            frame.community, frame.gate, frame.device, frame.seq, now, result
+        )
+        result.timings_ms["track"] = (time.perf_counter() - started) * 1e3
+        decision = self._decision(frame, result, now, int(outcome.action), outcome.reason)
+        decision.tracks.extend(convert.track_state_pb(t) for t in outcome.tracks)
+        decision.timings_ms["total"] = (time.perf_counter() - received) * 1e3
+        return decision
 
 
 def lane_of(kind: int) -> Lane:
@@ -106,8 +136,9 @@ def _role(value: int, default: int = common_pb2.ROLE_RESIDENT) -> Role:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.engine = node.engine
 
     def CreateCommunity(  # noqa: N802
         self, request: registry_pb2.CreateCommunityRequest, context: grpc.ServicerContext
@@ -234,8 +265,9 @@ def _page_size(requested: int) -> int:
 
 
 class SearchServicer(search_pb2_grpc.SearchServicer):
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.engine = node.engine
 
     def SearchFace(  # noqa: N802
         self, request: search_pb2.SearchFaceRequest, context: grpc.ServicerContext
@@ -279,6 +311,97 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         except Exception as exc:
             _log_unexpected(exc)
             abort(context, exc)
+
+    def QueryEvents(  # noqa: N802
+        self, request: events_pb2.QueryEventsRequest, context: grpc.ServicerContext
+    ) -> events_pb2.QueryEventsResponse:
+        try:
+            _known_community(self.engine, request.community)
+            events, cursor = self.node.events.store.query(
+                request.community,
+                gate=request.gate or None,
+                since=convert.seconds(request.since, request.HasField("since")),
+                until=convert.seconds(request.until, request.HasField("until")),
+                person_id=request.person_id or None,
+                stranger_id=request.stranger_id or None,
+                plate=request.plate or None,
+                action=_event_action(request.action),
+                kind=convert.PB_TO_KIND.get(request.kind) if request.kind else None,
+                limit=_page_size(request.page_size),
+                cursor=request.page_token or None,
+            )
+            return events_pb2.QueryEventsResponse(
+                events=[convert.event_pb(e) for e in events], next_page_token=cursor or ""
+            )
+        except Exception as exc:
+            _log_unexpected(exc)
+            abort(context, exc)
+
+    def Trajectory(  # noqa: N802
+        self, request: events_pb2.TrajectoryRequest, context: grpc.ServicerContext
+    ) -> events_pb2.TrajectoryResponse:
+        try:
+            for community in request.communities:
+                _known_community(self.engine, community)
+            events = self.node.events.store.trajectory(
+                person_id=request.person_id or None,
+                stranger_id=request.stranger_id or None,
+                plate=request.plate or None,
+                communities=list(request.communities) or None,
+                since=convert.seconds(request.since, request.HasField("since")),
+                until=convert.seconds(request.until, request.HasField("until")),
+                limit=request.limit or 1000,
+            )
+            return events_pb2.TrajectoryResponse(events=[convert.event_pb(e) for e in events])
+        except Exception as exc:
+            _log_unexpected(exc)
+            abort(context, exc)
+
+    def GetEventImage(  # noqa: N802
+        self, request: events_pb2.GetEventImageRequest, context: grpc.ServicerContext
+    ) -> events_pb2.GetEventImageResponse:
+        try:
+            jpeg = self.node.events.store.thumbnail(request.community, request.event_id)
+            return events_pb2.GetEventImageResponse(jpeg=jpeg)
+        except Exception as exc:
+            _log_unexpected(exc)
+            abort(context, exc)
+
+    def WatchAlerts(  # noqa: N802
+        self, request: events_pb2.WatchAlertsRequest, context: grpc.ServicerContext
+    ) -> Iterator[events_pb2.Alert]:
+        try:
+            if request.community:
+                _known_community(self.engine, request.community)
+            subscription = self.node.events.hub.subscribe(
+                request.community or None, after_seq=request.after_seq
+            )
+        except Exception as exc:
+            _log_unexpected(exc)
+            abort(context, exc)
+        context.add_callback(subscription.close)
+        with contextlib.closing(subscription):
+            for alert in subscription:
+                yield convert.alert_pb(alert)
+
+
+def _known_community(engine: Engine, community: str) -> None:
+    if not community:
+        raise InvalidInputError("name the community")
+    if not engine.registry.has_community(community):
+        raise NotFoundError(f"community '{community}' does not exist")
+
+
+EVENT_ACTIONS = ("OPEN", "ALERT", "STRANGER", "NONE")
+
+
+def _event_action(text: str) -> Any:
+    if not text:
+        return None
+    name = text.upper().removeprefix("ACTION_")
+    if name not in EVENT_ACTIONS:
+        raise InvalidInputError(f"action must be one of {', '.join(EVENT_ACTIONS)}, got {text!r}")
+    return name
 
 
 def _log_unexpected(exc: Exception) -> None:

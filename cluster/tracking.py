@@ -70,6 +70,7 @@ import numpy as np
 
 import native
 from cluster.decide import Action
+from smartgate.config import TrackingConfig
 
 Kind = Literal["face", "plate"]
 FrameStatus = Literal["ok", "late", "duplicate", "stale", "restart"]
@@ -81,41 +82,6 @@ UNUSABLE: Final = -2  # no vote
 #: Escalation order of emitted actions: only a higher rank is sent as an update.
 _RANK: Final = {Action.STRANGER: 1, Action.OPEN: 2, Action.ALERT: 3}
 _RECENT_TEXTS: Final = 4
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Tracking knobs; every field is validated (``ValueError``)."""
-
-    iou_min: float = 0.3  # box overlap that associates when appearance is unknown
-    embed_min: float = 0.5  # cosine at or above which two faces are the same person
-    plate_max_distance: int = 1  # edit distance at or below which two plate texts agree
-    quiet_s: float = 1.5  # a track with no observation for longer than this ends
-    votes_needed: int = 2  # consistent votes ...
-    vote_window: int = 3  # ... among this many latest observations of the track
-    max_tracks: int = 64  # open tracks per gate
-    max_track_age_s: float = 30.0  # a track older than this ends (a new one may follow)
-    reorder_window: int = 8  # late frames this far behind are still applied
-    restart_after: int = 3  # this many far-behind frames in a row: the device restarted
-    dedup_frames: int = 64  # how many recent seqs are remembered to spot duplicates
-
-    def __post_init__(self) -> None:
-        checks = (
-            ("iou_min", 0.0 <= self.iou_min <= 1.0, "in [0, 1]"),
-            ("embed_min", -1.0 <= self.embed_min <= 1.0, "in [-1, 1]"),
-            ("plate_max_distance", self.plate_max_distance >= 0, ">= 0"),
-            ("quiet_s", self.quiet_s > 0, "> 0"),
-            ("votes_needed", self.votes_needed >= 1, ">= 1"),
-            ("vote_window", self.vote_window >= self.votes_needed, ">= votes_needed"),
-            ("max_tracks", self.max_tracks >= 1, ">= 1"),
-            ("max_track_age_s", self.max_track_age_s > self.quiet_s, "> quiet_s"),
-            ("reorder_window", self.reorder_window >= 0, ">= 0"),
-            ("restart_after", self.restart_after >= 1, ">= 1"),
-            ("dedup_frames", self.dedup_frames >= self.reorder_window + 1, "> reorder_window"),
-        )
-        for name, ok, want in checks:
-            if not ok:
-                raise ValueError(f"TrackerConfig.{name} must be {want}, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -375,8 +341,8 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 class GateTracker:
     """Tracks of one gate; see the module docstring for the rules and the fault handling."""
 
-    def __init__(self, config: TrackerConfig | None = None, *, gate: str = "gate") -> None:
-        self.config = config if config is not None else TrackerConfig()
+    def __init__(self, config: TrackingConfig | None = None, *, gate: str = "gate") -> None:
+        self.config = config if config is not None else TrackingConfig()
         self.gate = gate
         self._tracks: dict[str, _Track] = {}  # in creation order
         self._counter = 0

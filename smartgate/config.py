@@ -93,6 +93,100 @@ class PlatesConfig:
     max_distance: float = 1.0
 
 
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long each class of data is kept, in days; ``None`` keeps it forever.
+
+    * ``resident_days``: passages of identified persons (``person_id`` set) and their rows;
+    * ``stranger_days``: every other passage (strangers, unknown plates, NONE decisions);
+    * ``thumbnail_days``: best-shot JPEGs (the row stays, ``has_thumbnail`` becomes false);
+    * ``alert_days``: alerts.
+    """
+
+    resident_days: float | None = 90.0
+    stranger_days: float | None = 30.0
+    thumbnail_days: float | None = 30.0
+    alert_days: float | None = 180.0
+
+    def __post_init__(self) -> None:
+        for name in ("resident_days", "stranger_days", "thumbnail_days", "alert_days"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(
+                    f"events.retention.{name} must be > 0 days (or none), got {value}"
+                )
+
+    @staticmethod
+    def cutoff(now: float, days: float | None) -> float | None:
+        """The Unix time before which data of a class with this retention is purged."""
+        return None if days is None else now - days * DAY_S
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """The ``events`` section. ``redis_url`` ``None`` (the default): local SQLite only."""
+
+    redis_url: str | None = None
+    redis_maxlen: int = 100_000  # per stream, trimmed with XADD MAXLEN ~
+    queue_size: int = 10_000  # EventWriter's bounded queue; overflow is counted and logged
+    tailgating_window_s: float = 5.0
+    stranger_repeat_n: int = 3  # alert when a stranger is seen more than n times ...
+    stranger_repeat_window_s: float = 3_600.0  # ... within this many seconds
+    purge_interval_s: float = 3_600.0
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+
+    def __post_init__(self) -> None:
+        if self.redis_maxlen < 1:
+            raise ConfigError(f"events.redis_maxlen must be >= 1, got {self.redis_maxlen}")
+        if self.queue_size < 1:
+            raise ConfigError(f"events.queue_size must be >= 1, got {self.queue_size}")
+        if self.stranger_repeat_n < 1:
+            raise ConfigError(
+                f"events.stranger_repeat_n must be >= 1, got {self.stranger_repeat_n}"
+            )
+        for name in ("tailgating_window_s", "stranger_repeat_window_s", "purge_interval_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"events.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Per-gate tracking (``cluster.tracking``); every field is validated (``ConfigError``)."""
+
+    iou_min: float = 0.3  # box overlap that associates when appearance is unknown
+    embed_min: float = 0.5  # cosine at or above which two faces are the same person
+    plate_max_distance: int = 1  # edit distance at or below which two plate texts agree
+    quiet_s: float = 1.5  # a track with no observation for longer than this ends
+    votes_needed: int = 2  # consistent votes ...
+    vote_window: int = 3  # ... among this many latest observations of the track
+    max_tracks: int = 64  # open tracks per gate
+    max_track_age_s: float = 30.0  # a track older than this ends (a new one may follow)
+    reorder_window: int = 8  # late frames this far behind are still applied
+    restart_after: int = 3  # this many far-behind frames in a row: the device restarted
+    dedup_frames: int = 64  # how many recent seqs are remembered to spot duplicates
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("iou_min", 0.0 <= self.iou_min <= 1.0, "in [0, 1]"),
+            ("embed_min", -1.0 <= self.embed_min <= 1.0, "in [-1, 1]"),
+            ("plate_max_distance", self.plate_max_distance >= 0, ">= 0"),
+            ("quiet_s", self.quiet_s > 0, "> 0"),
+            ("votes_needed", self.votes_needed >= 1, ">= 1"),
+            ("vote_window", self.vote_window >= self.votes_needed, ">= votes_needed"),
+            ("max_tracks", self.max_tracks >= 1, ">= 1"),
+            ("max_track_age_s", self.max_track_age_s > self.quiet_s, "> quiet_s"),
+            ("reorder_window", self.reorder_window >= 0, ">= 0"),
+            ("restart_after", self.restart_after >= 1, ">= 1"),
+            ("dedup_frames", self.dedup_frames >= self.reorder_window + 1, "> reorder_window"),
+        )
+        for name, ok, want in checks:
+            if not ok:
+                raise ConfigError(f"tracking.{name} must be {want}, got {getattr(self, name)}")
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default_factory=lambda: Path("smartgate-data"))
@@ -103,6 +197,8 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
     plates: PlatesConfig = field(default_factory=PlatesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
 
 
 T = TypeVar("T")

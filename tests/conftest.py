@@ -73,11 +73,21 @@ def engine(face_analyzer, plate_reader, base_config: Config, tmp_path: Path):  #
 
 
 @pytest.fixture
-def server(engine):  # type: ignore[no-untyped-def]
-    """A real gRPC server on a free port serving ``engine``."""
+def node(engine):  # type: ignore[no-untyped-def]
+    """The engine with its event log and passages (real SQLite under the test's data dir)."""
+    from cluster.node import Node
+
+    node = Node.around(engine)
+    yield node
+    node.close()
+
+
+@pytest.fixture
+def server(node):  # type: ignore[no-untyped-def]
+    """A real gRPC server on a free port serving ``node``."""
     from cluster.server import start_server
 
-    running = start_server(engine, engine.config.server)
+    running = start_server(node, node.config.server)
     yield running
     running.stop(0)
 

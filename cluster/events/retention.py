@@ -8,8 +8,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from cluster.events.config import RetentionPolicy
 from cluster.events.store import EventStore, PurgeReport
+from smartgate.config import RetentionPolicy
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.events.alerts import AlertDetectors, AlertHub
-from cluster.events.config import EventsConfig
 from cluster.events.redis_outbox import RedisPublisher
 from cluster.events.retention import RetentionPurger, StrangersPurged
 from cluster.events.store import EventStore
 from cluster.events.writer import EventWriter
+from smartgate.config import EventsConfig
 
 
 @dataclass

@@ -46,7 +46,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from cluster.events.config import RetentionPolicy
 from cluster.events.model import (
     ACTIONS,
     ALERT_KINDS,
@@ -64,6 +63,7 @@ from cluster.events.model import (
     check_time,
     event_fields,
 )
+from smartgate.config import RetentionPolicy
 from smartgate.errors import ConfigError, InvalidInputError, NotFoundError
 
 log = logging.getLogger(__name__)

@@ -106,14 +106,19 @@ def test_stream_answers_every_frame_in_order_and_survives_bad_ones(  # type: ign
     decisions = list(capture.Stream(iter(frames), timeout=60))
     assert [d.seq for d in decisions] == list(range(1, 10))
     by_seq = {d.seq: d for d in decisions}
-    assert by_seq[1].action == capture_pb2.ACTION_OPEN
+    # Per frame: the verdict on the frame alone. Per passage: frames 1 and 9 are the same
+    # person at the same gate, one track, decided on its second recognisable frame.
+    assert by_seq[1].frame_action == capture_pb2.ACTION_OPEN
+    assert by_seq[1].action == capture_pb2.ACTION_NONE
     for seq, text in ((2, "neither JPEG nor PNG"), (3, "truncated"), (4, "empty"), (8, "PNG")):
         assert by_seq[seq].status.code == INVALID, seq
         assert text in by_seq[seq].status.message
-    assert by_seq[5].action == capture_pb2.ACTION_NONE and by_seq[5].status.code == 0
+    assert by_seq[5].frame_action == capture_pb2.ACTION_NONE and by_seq[5].status.code == 0
     assert by_seq[6].status.code == NOT_FOUND and "nowhere" in by_seq[6].status.message
-    assert by_seq[7].action == capture_pb2.ACTION_STRANGER
+    assert by_seq[7].frame_action == capture_pb2.ACTION_STRANGER
     assert by_seq[9].action == capture_pb2.ACTION_OPEN
+    assert by_seq[9].tracks[0].decided_now
+    assert by_seq[9].tracks[0].track_id == by_seq[1].tracks[0].track_id
 
 
 def test_unary_errors_carry_the_right_status(capture, enrolled, faces_dir: Path) -> None:  # type: ignore[no-untyped-def]

@@ -14,11 +14,11 @@ import pytest
 import redis
 from redis_server import RedisServer
 
-from cluster.events.config import EventsConfig
 from cluster.events.model import Event, event_fields, make_event
 from cluster.events.redis_outbox import RedisPublisher, stream_name
 from cluster.events.service import EventLog
 from cluster.events.store import EventStore
+from smartgate.config import EventsConfig
 
 pytestmark = pytest.mark.integration
 

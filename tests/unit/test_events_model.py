@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from cluster.events.config import EventsConfig, RetentionPolicy
 from cluster.events.model import (
     Alert,
     Event,
@@ -20,6 +19,7 @@ from cluster.events.model import (
     event_id,
     make_event,
 )
+from smartgate.config import EventsConfig, RetentionPolicy
 from smartgate.errors import ConfigError, InvalidInputError
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from cluster.events.config import DAY_S, RetentionPolicy
 from cluster.events.model import Alert, Event, alert_id, make_event
 from cluster.events.retention import RetentionPurger
 from cluster.events.store import (
@@ -23,6 +22,7 @@ from cluster.events.store import (
     EventStore,
     community_dirname,
 )
+from smartgate.config import DAY_S, RetentionPolicy
 from smartgate.errors import InvalidInputError, NotFoundError
 
 JPEG = b"\xff\xd8\xff\xe0" + b"thumbnail" * 10

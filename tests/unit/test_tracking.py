@@ -15,9 +15,10 @@ from cluster.tracking import (
     GateTracker,
     Observation,
     TrackDecision,
-    TrackerConfig,
+    TrackingConfig,
     edit_distance,
 )
+from smartgate.errors import ConfigError
 
 DIM = 64
 FPS = 10.0
@@ -204,7 +205,7 @@ def test_votes_needed_and_window_are_configurable() -> None:
     rng = np.random.default_rng(3)
     p = person(rng)
     frames = [[face(p, rng, usable=use)] for use in (True, False, True, False, True)]
-    config = TrackerConfig(votes_needed=3, vote_window=5)
+    config = TrackingConfig(votes_needed=3, vote_window=5)
     assert decisions(list(run(GateTracker(config), frames))) == [(4, "OPEN", "p1", False)]
 
 
@@ -346,7 +347,7 @@ def test_late_frame_votes_but_starts_no_track() -> None:
 def test_stale_frames_are_ignored_until_a_counter_restart_is_evident() -> None:
     rng = np.random.default_rng(13)
     p = person(rng)
-    tracker = GateTracker(TrackerConfig(reorder_window=8, restart_after=3))
+    tracker = GateTracker(TrackingConfig(reorder_window=8, restart_after=3))
     ok = tracker.update(1.0, 100, [face(p, rng)])
     assert tracker.update(1.1, 50, [face(p, rng)]).status == "stale"
     assert tracker.update(1.1, 50, [face(p, rng)]).status == "stale"  # not rising: no restart
@@ -398,7 +399,7 @@ def test_silent_gate_mid_track_is_ended_by_expire() -> None:
 def test_old_tracks_end_at_max_age_and_restart() -> None:
     rng = np.random.default_rng(17)
     p = person(rng)
-    tracker = GateTracker(TrackerConfig(max_track_age_s=3.0))
+    tracker = GateTracker(TrackingConfig(max_track_age_s=3.0))
     outcomes = list(run(tracker, [[face(p, rng)] for _ in range(50)]))  # 5 s at 10 fps
     (done,) = finished(outcomes)
     assert done.reason == "max_age" and done.frames == 31
@@ -407,7 +408,7 @@ def test_old_tracks_end_at_max_age_and_restart() -> None:
 
 def test_too_many_tracks_evicts_the_longest_quiet() -> None:
     rng = np.random.default_rng(18)
-    tracker = GateTracker(TrackerConfig(max_tracks=2))
+    tracker = GateTracker(TrackingConfig(max_tracks=2))
     people = [person(rng, f"p{i}", box=(300.0 * i, 0, 300.0 * i + 100, 130)) for i in range(3)]
     first = tracker.update(1.0, 0, [face(people[0], rng)])
     tracker.update(1.1, 1, [face(people[1], rng)])
@@ -459,8 +460,8 @@ def test_frame_without_observations() -> None:
     ],
 )
 def test_config_is_validated(kwargs: dict[str, float], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        TrackerConfig(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        TrackingConfig(**kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

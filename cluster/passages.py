@@ -1,0 +1,442 @@
+"""Passages: the frames of each gate become tracks, each track one decision and one event.
+
+``Passages`` sits between the engine (one frame → faces and plates with their matches) and the
+event log. For a camera stream it feeds every frame's faces and plates to the gate's
+``GateTracker``; the tracker says which track each belongs to and when a track's decision is
+certain (sent once, escalations as updates); when a track ends, one ``Event`` is written with
+its best-shot thumbnail and, for an unmatched face, a stranger pseudo-identity. A watchlist hit
+raises its alert the moment the track decides ALERT, not when the passage ends.
+
+Snapshot cameras (``Capture.Submit``) send one frame per passage: each such frame is a passage
+of its own.
+
+Threading: one lock per gate (trackers are not thread-safe); the expiry thread ends the tracks
+of silent gates. Event writes go through the bounded, non-blocking ``EventWriter``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cluster.decide import Action
+from cluster.engine import FrameResult, MatchedFace, MatchedPlate
+from cluster.events.alerts import watchlist_alert
+from cluster.events.model import Event, event_id, make_event
+from cluster.events.service import EventLog
+from cluster.tracking import FinishedTrack, GateTracker, Observation, TrackDecision
+from indexer.strangers import StrangerIndex
+from smartgate.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_SIDE = 160  # longest side of a best-shot JPEG, pixels
+THUMBNAIL_QUALITY = 85
+STRANGERS_DIR = "strangers"
+UNKNOWN_DEVICE = "unknown"  # events name a device; frames without a device id get this
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """One face or plate of a frame in terms of its passage."""
+
+    track_id: str
+    kind: str
+    event_id: str
+    action: Action | None  # the track's decision so far (None: undecided)
+    decided_now: bool = False
+    is_update: bool = False
+    identity: str | None = None
+
+
+@dataclass(frozen=True)
+class PassageOutcome:
+    """What a frame means for the gate: the action to take now and the tracks it touched."""
+
+    action: Action
+    reason: str
+    tracks: list[TrackState]
+
+
+@dataclass
+class _Best:
+    """The best shot of an open track so far, with what the event needs from it."""
+
+    rank: float
+    thumbnail: bytes
+    liveness: float | None
+    plate: str | None
+    role: str | None
+
+
+@dataclass
+class _Gate:
+    tracker: GateTracker
+    device: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    starts: dict[str, float] = field(default_factory=dict)  # track id → start (wall clock)
+    decided: dict[str, Action] = field(default_factory=dict)  # track id → last decision
+    best: dict[str, _Best] = field(default_factory=dict)
+
+
+class Passages:
+    def __init__(
+        self,
+        events: EventLog,
+        strangers: StrangerIndex,
+        config: TrackingConfig,
+        strangers_dir: Path,
+        *,
+        expire_interval_s: float = 0.25,
+    ) -> None:
+        self.events = events
+        self.strangers = strangers
+        self.config = config
+        self.strangers_dir = strangers_dir
+        self._gates: dict[tuple[str, str], _Gate] = {}
+        self._gates_lock = threading.Lock()
+        self._strangers_dirty = False
+        self._stop = threading.Event()
+        self._expiry = threading.Thread(
+            target=self._expire_loop, args=(expire_interval_s,), name="passages", daemon=True
+        )
+        self._expiry.start()
+
+    @classmethod
+    def open(cls, data_dir: Path, events: EventLog, config: TrackingConfig, dim: int) -> Passages:
+        strangers_dir = data_dir / STRANGERS_DIR
+        strangers = StrangerIndex.load(strangers_dir, dim)
+        return cls(events, strangers, config, strangers_dir)
+
+    # -- capture ---------------------------------------------------------------------------
+
+    def observe(
+        self,
+        community: str,
+        gate: str,
+        device: str,
+        seq: int,
+        t: float,
+        result: FrameResult,
+    ) -> PassageOutcome:
+        """Feed one camera frame (already recognised) to its gate's tracker."""
+        observations, sources = _observations(result)
+        g = self._gate(community, gate)
+        with g.lock:
+            g.device = device or g.device or UNKNOWN_DEVICE
+            outcome = g.tracker.update(t, seq, observations)
+            self._finish(community, gate, g, outcome.finished)
+            states: list[TrackState] = []
+            emitted: list[TrackDecision] = []
+            for obs, source, track_id, emit in zip(
+                observations, sources, outcome.track_ids, outcome.emits, strict=True
+            ):
+                if track_id is None:
+                    continue
+                start = g.starts.setdefault(track_id, t)
+                self._keep_best(g, track_id, obs, source, result)
+                if emit is not None:
+                    g.decided[track_id] = emit.action
+                    emitted.append(emit)
+                states.append(
+                    TrackState(
+                        track_id=track_id,
+                        kind=obs.kind,
+                        event_id=event_id(community, gate, track_id, start),
+                        action=g.decided.get(track_id),
+                        decided_now=emit is not None,
+                        is_update=bool(emit and emit.is_update),
+                        identity=emit.identity if emit is not None else None,
+                    )
+                )
+            for emit in emitted:
+                if emit.action == Action.ALERT:
+                    self._alert_now(community, gate, g, emit, t)
+        action, reason = _frame_action(emitted, result, outcome.status)
+        return PassageOutcome(action, reason, states)
+
+    def snapshot(
+        self, community: str, gate: str, device: str, t: float, result: FrameResult
+    ) -> None:
+        """A snapshot camera's frame: each face and plate in it is a passage of one frame."""
+        observations, sources = _observations(result)
+        for i, (obs, source) in enumerate(zip(observations, sources, strict=True)):
+            if obs.action == Action.NONE:
+                continue
+            track_id = f"{gate}-snap-{int(t * 1000)}-{i}"
+            best = _best_of(obs, source, result)
+            self._record(
+                community,
+                gate,
+                device,
+                track_id,
+                t,
+                t,
+                obs.kind,
+                obs.action,
+                obs.identity,
+                obs.score,
+                obs.quality,
+                best,
+                obs.embedding,
+            )
+
+    # -- ending tracks -----------------------------------------------------------------------
+
+    def expire(self, t: float | None = None) -> int:
+        """End the tracks of gates that went quiet; returns how many passages were recorded."""
+        t = time.time() if t is None else t
+        with self._gates_lock:
+            gates = list(self._gates.items())
+        ended = 0
+        for (community, gate), g in gates:
+            with g.lock:
+                finished = g.tracker.expire(t)
+                self._finish(community, gate, g, finished)
+                ended += len(finished)
+        return ended
+
+    def close(self) -> None:
+        """End every open track (their events are written), save the strangers index."""
+        self._stop.set()
+        self._expiry.join(timeout=5)
+        with self._gates_lock:
+            gates = list(self._gates.items())
+        for (community, gate), g in gates:
+            with g.lock:
+                self._finish(community, gate, g, g.tracker.close())
+        self.save_strangers()
+
+    def save_strangers(self) -> None:
+        if self._strangers_dirty:
+            self._strangers_dirty = False
+            self.strangers.save(self.strangers_dir)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _gate(self, community: str, gate: str) -> _Gate:
+        key = (community, gate)
+        with self._gates_lock:
+            g = self._gates.get(key)
+            if g is None:
+                g = _Gate(GateTracker(self.config, gate=gate))
+                self._gates[key] = g
+            return g
+
+    def _keep_best(
+        self, g: _Gate, track_id: str, obs: Observation, source: object, result: FrameResult
+    ) -> None:
+        # Same ranking as the tracker's best-shot kernel (quality × size × detection score,
+        # first maximum wins), so the thumbnail is the frame the event's figures come from.
+        rank = obs.quality * obs.size_px * obs.det_score
+        current = g.best.get(track_id)
+        if current is None or rank > current.rank:
+            g.best[track_id] = _best_of(obs, source, result)
+
+    def _finish(self, community: str, gate: str, g: _Gate, finished: list[FinishedTrack]) -> None:
+        for track in finished:
+            start = g.starts.pop(track.track_id, track.start_t)
+            g.decided.pop(track.track_id, None)
+            best = g.best.pop(track.track_id, None)
+            obs = track.best_observation
+            self._record(
+                community,
+                gate,
+                g.device,
+                track.track_id,
+                start,
+                max(start, track.end_t),
+                track.kind,
+                track.action,
+                track.identity,
+                track.score,
+                obs.quality,
+                best,
+                obs.embedding,
+            )
+
+    def _record(
+        self,
+        community: str,
+        gate: str,
+        device: str,
+        track_id: str,
+        start: float,
+        end: float,
+        kind: str,
+        action: Action,
+        identity: str | None,
+        score: float,
+        quality: float,
+        best: _Best | None,
+        embedding: np.ndarray | None,
+    ) -> None:
+        stranger_id = None
+        if kind == "face" and action == Action.STRANGER and embedding is not None:
+            stranger_id, _, _ = self.strangers.assign(community, embedding, end)
+            self._strangers_dirty = True
+        event = make_event(
+            community=community,
+            gate=gate,
+            device=device,
+            kind=kind,  # type: ignore[arg-type]
+            action=action.name,  # type: ignore[arg-type]
+            track_id=track_id,
+            start=start,
+            end=end,
+            score=score,
+            quality=quality,
+            liveness=best.liveness if best else None,
+            person_id=identity if kind == "face" and action != Action.STRANGER else None,
+            stranger_id=stranger_id,
+            plate=(best.plate if best else None) if kind == "plate" else None,
+            role=best.role if best else None,
+        )
+        if not self.events.writer.submit(event, best.thumbnail if best else None):
+            log.warning("event %s dropped: the event queue is full", event.id)
+
+    def _alert_now(
+        self, community: str, gate: str, g: _Gate, emit: TrackDecision, t: float
+    ) -> None:
+        start = g.starts.get(emit.track_id, t)
+        best = g.best.get(emit.track_id)
+        provisional = Event(
+            id=event_id(community, gate, emit.track_id, start),
+            community=community,
+            gate=gate,
+            device=g.device,
+            kind=emit.kind,
+            action="ALERT",
+            person_id=emit.identity if emit.kind == "face" else None,
+            stranger_id=None,
+            plate=(best.plate if best else emit.identity) if emit.kind == "plate" else None,
+            score=emit.score,
+            quality=0.0,
+            liveness=None,
+            start=start,
+            end=t,
+            role="watchlist",
+            track_id=emit.track_id,
+        )
+        alert = watchlist_alert(provisional)
+        if alert is not None:
+            self.events.hub.publish(alert)
+
+    def _expire_loop(self, interval_s: float) -> None:
+        last_save = time.monotonic()
+        while not self._stop.wait(interval_s):
+            try:
+                self.expire()
+                if time.monotonic() - last_save > 30.0:
+                    self.save_strangers()
+                    last_save = time.monotonic()
+            except Exception:
+                log.exception("expiring passages failed")
+
+
+# -- frame → observations ------------------------------------------------------------------
+
+
+def _observations(
+    result: FrameResult,
+) -> tuple[list[Observation], list[MatchedFace | MatchedPlate]]:
+    observations: list[Observation] = []
+    sources: list[MatchedFace | MatchedPlate] = []
+    for verdict, m in zip(result.face_verdicts, result.faces, strict=True):
+        face = m.face
+        observations.append(
+            Observation(
+                kind="face",
+                box=face.box,
+                det_score=face.score,
+                quality=face.quality.score,
+                size_px=face.quality.size_px,
+                embedding=face.embedding if face.quality.usable else None,
+                identity=verdict.identity if verdict.accepted else None,
+                action=verdict.action,
+                score=m.identification.score if m.identification else 0.0,
+            )
+        )
+        sources.append(m)
+    for verdict, p in zip(result.plate_verdicts, result.plates, strict=True):
+        r = p.reading
+        observations.append(
+            Observation(
+                kind="plate",
+                box=r.box,
+                det_score=r.detection_score if r.detection_score is not None else r.score,
+                quality=r.score,
+                size_px=float(r.box[2] - r.box[0]),
+                plate_text=r.text if p.usable else None,
+                identity=verdict.identity if verdict.accepted else None,
+                action=verdict.action,
+                score=1.0 - (p.match.distance if p.match else 0.0),
+            )
+        )
+        sources.append(p)
+    return observations, sources
+
+
+def _best_of(obs: Observation, source: object, result: FrameResult) -> _Best:
+    rank = obs.quality * obs.size_px * obs.det_score
+    image = result.image
+    if isinstance(source, MatchedFace):
+        crop = _crop(image.scaled, source.face.box, image.scale, 0.3) if image else None
+        role = None
+        if source.identification and source.identification.person:
+            role = source.identification.person.role
+        return _Best(rank, _jpeg(crop), source.face.liveness, None, role)
+    assert isinstance(source, MatchedPlate)
+    crop = _crop(image.full(), source.reading.box, 1.0, 0.15) if image else None
+    role = source.match.vehicle.role if source.match else None
+    return _Best(rank, _jpeg(crop), None, source.reading.text, role)
+
+
+def _crop(image: np.ndarray, box: np.ndarray, scale: float, margin: float) -> np.ndarray:
+    """``box`` (original pixels) grown by ``margin`` on each side, clipped to ``image``."""
+    x1, y1, x2, y2 = (np.asarray(box, dtype=np.float64) * scale).tolist()
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    h, w = image.shape[:2]
+    c0, r0 = max(0, int(x1 - mx)), max(0, int(y1 - my))
+    c1, r1 = min(w, int(x2 + mx) + 1), min(h, int(y2 + my) + 1)
+    return image[r0 : max(r1, r0 + 1), c0 : max(c1, c0 + 1)]
+
+
+def _jpeg(crop: np.ndarray | None) -> bytes:
+    if crop is None or crop.size == 0:
+        return b""
+    h, w = crop.shape[:2]
+    factor = min(1.0, THUMBNAIL_SIDE / max(h, w))
+    if factor < 1.0:
+        crop = cv2.resize(
+            crop,
+            (max(1, round(w * factor)), max(1, round(h * factor))),
+            interpolation=cv2.INTER_AREA,
+        )
+    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_QUALITY])
+    return buf.tobytes() if ok else b""
+
+
+_PRIORITY = {Action.ALERT: 3, Action.OPEN: 2, Action.STRANGER: 1}
+
+
+def _frame_action(
+    emitted: list[TrackDecision], result: FrameResult, status: str
+) -> tuple[Action, str]:
+    """The action to take on this frame: the most urgent decision a track reached now."""
+    if not emitted:
+        if status in ("duplicate", "stale"):
+            return Action.NONE, f"{status} frame ignored"
+        if result.faces or result.plates:
+            return Action.NONE, f"{result.reason} (passage decided earlier or not yet certain)"
+        return Action.NONE, result.reason
+    top = max(emitted, key=lambda e: _PRIORITY.get(e.action, 0))
+    what = top.identity or "unknown"
+    update = " (update)" if top.is_update else ""
+    return top.action, f"{top.action.name} for {top.kind} {what}{update}: {result.reason}"
