@@ -1,0 +1,328 @@
+"""Passages end to end: real-photo passages streamed through a real server become one decision
+and one event each; queries, trajectories, thumbnails and alerts come out of the same run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import grpc
+import pytest
+
+from benchmarks.scenes import PassageSpec, passage_frames
+from cluster.engine import Engine
+from cluster.node import Node
+from cluster.server import RunningServer, start_server
+from indexer.registry import FaceRegistry
+from smartgate.config import Config, EventsConfig, TrackingConfig
+from smartgate.v1 import (
+    capture_pb2,
+    capture_pb2_grpc,
+    common_pb2,
+    events_pb2,
+    registry_pb2,
+    registry_pb2_grpc,
+    search_pb2_grpc,
+)
+
+pytestmark = pytest.mark.integration
+
+QUIET_S = 0.4
+
+
+def _config(base: Config, data_dir: Path, **events: object) -> Config:
+    return replace(
+        base,
+        data_dir=data_dir,
+        tracking=TrackingConfig(quiet_s=QUIET_S),
+        events=replace(EventsConfig(), stranger_repeat_n=1, **events),  # type: ignore[arg-type]
+    )
+
+
+class Site:
+    """A node and its server for one test; ``restart()`` closes and reopens both."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.node = Node.around(engine)
+        self.server: RunningServer = start_server(self.node, engine.config.server)
+        self.channel = grpc.insecure_channel(self.server.address)
+
+    @property
+    def capture(self) -> capture_pb2_grpc.CaptureStub:
+        return capture_pb2_grpc.CaptureStub(self.channel)
+
+    @property
+    def search(self) -> search_pb2_grpc.SearchStub:
+        return search_pb2_grpc.SearchStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.server.stop(0)
+        self.node.close()
+
+    def restart(self) -> Site:
+        self.close()
+        registry = FaceRegistry(self.engine.config.data_dir, self.engine.analyzer.embedder.dim)
+        engine = Engine(
+            self.engine.config, self.engine.analyzer, registry, self.engine.plate_reader
+        )
+        return Site(engine)
+
+    def events(self, community: str = "c1", **filters: object) -> list[events_pb2.Event]:
+        self.node.events.writer.flush(5)
+        reply = self.search.QueryEvents(
+            events_pb2.QueryEventsRequest(community=community, **filters)  # type: ignore[arg-type]
+        )
+        return list(reply.events)
+
+
+@pytest.fixture
+def site(face_analyzer, plate_reader, base_config: Config, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
+    config = _config(base_config, tmp_path)
+    engine = Engine(
+        config, face_analyzer, FaceRegistry(tmp_path, face_analyzer.embedder.dim), plate_reader
+    )
+    s = Site(engine)
+    registry = registry_pb2_grpc.RegistryStub(s.channel)
+    s.registry = registry  # type: ignore[attr-defined]
+    yield s
+    s.close()
+
+
+def _enroll(site: Site, faces_dir: Path, person: str, photo: str, role: int) -> None:
+    site.registry.EnrollPerson(
+        registry_pb2.EnrollPersonRequest(  # type: ignore[attr-defined]
+            community="c1", person_id=person, role=role, images=[(faces_dir / photo).read_bytes()]
+        )
+    )
+
+
+def _passage(faces_dir: Path, photo: str, frames: int = 30, seed: int = 0) -> list[bytes]:
+    return passage_frames(cv2.imread(str(faces_dir / photo)), PassageSpec(frames=frames), seed)
+
+
+def _stream(
+    site: Site,
+    images: list[bytes],
+    gate: str = "door-1",
+    first_seq: int = 0,
+    lane: int = capture_pb2.LANE_KIND_PEDESTRIAN,
+) -> list[capture_pb2.Decision]:
+    frames = (
+        capture_pb2.Frame(
+            community="c1", gate=gate, device=f"cam-{gate}", seq=first_seq + i, image=img, lane=lane
+        )
+        for i, img in enumerate(images)
+    )
+    return list(site.capture.Stream(frames, timeout=120))
+
+
+def _wait_quiet() -> None:
+    time.sleep(QUIET_S + 0.6)  # the passage ends, the expiry thread records it
+
+
+def test_a_30_frame_passage_is_one_decision_and_one_event(site: Site, faces_dir: Path) -> None:
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    decisions = _stream(site, _passage(faces_dir, "examples_obama2.jpg"))
+    assert len(decisions) == 30
+    sent = [i for i, d in enumerate(decisions) if d.action != capture_pb2.ACTION_NONE]
+    assert [decisions[i].action for i in sent] == [capture_pb2.ACTION_OPEN]
+    recognisable = next(
+        i for i, d in enumerate(decisions) if d.frame_action == capture_pb2.ACTION_OPEN
+    )
+    assert sent[0] <= recognisable + 1  # within 2 frames of becoming recognisable
+    track_ids = {t.track_id for d in decisions for t in d.tracks}
+    assert len(track_ids) == 1
+    _wait_quiet()
+    events = site.events()
+    assert len(events) == 1
+    e = events[0]
+    assert e.action == "OPEN" and e.person_id == "obama" and e.gate == "door-1"
+    assert e.device == "cam-door-1" and e.kind == events_pb2.EVENT_KIND_FACE
+    assert e.id == decisions[sent[0]].tracks[0].event_id
+    assert e.end.ToNanoseconds() > e.start.ToNanoseconds()
+    assert e.has_thumbnail and 0.0 <= e.liveness <= 1.0
+    jpeg = site.search.GetEventImage(
+        events_pb2.GetEventImageRequest(community="c1", event_id=e.id)
+    ).jpeg
+    assert jpeg[:3] == b"\xff\xd8\xff"
+
+
+def test_watchlist_alert_is_pushed_as_it_happens_and_resumes(site: Site, faces_dir: Path) -> None:
+    _enroll(site, faces_dir, "biden", "examples_biden.jpg", common_pb2.ROLE_WATCHLIST)
+    received: list[events_pb2.Alert] = []
+    stream = site.search.WatchAlerts(events_pb2.WatchAlertsRequest(community="c1"))
+
+    def follow() -> None:
+        try:
+            for alert in stream:
+                received.append(alert)
+        except grpc.RpcError as exc:  # cancelled below
+            assert exc.code() == grpc.StatusCode.CANCELLED
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    decisions = _stream(
+        site, _passage(faces_dir, "examples_knn_examples_train_biden_biden2.jpg", frames=6)
+    )
+    assert decisions[0].action == capture_pb2.ACTION_ALERT  # no waiting for a second vote
+    deadline = time.monotonic() + 5
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stream.cancel()
+    assert received and received[0].kind == events_pb2.ALERT_KIND_WATCHLIST
+    assert received[0].person_id == "biden"
+    # A second passage while nobody listens; resuming after the last seen seq gets it.
+    _wait_quiet()
+    _stream(site, _passage(faces_dir, "examples_biden.jpg", frames=4), gate="door-2")
+    _wait_quiet()
+    resumed = site.search.WatchAlerts(
+        events_pb2.WatchAlertsRequest(community="c1", after_seq=received[-1].seq)
+    )
+    first = next(iter(resumed))
+    resumed.cancel()
+    assert first.seq > received[-1].seq and first.gate == "door-2"
+
+
+def test_strangers_link_across_passages_and_trajectory(site: Site, faces_dir: Path) -> None:
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    _stream(
+        site,
+        _passage(faces_dir, "examples_knn_examples_train_kit_harington_john1.jpeg", frames=8),
+        gate="door-1",
+    )
+    _wait_quiet()
+    _stream(
+        site,
+        _passage(
+            faces_dir, "examples_knn_examples_train_kit_harington_john2.jpeg", frames=8, seed=3
+        ),
+        gate="door-2",
+    )
+    _wait_quiet()
+    events = site.events(action="STRANGER")
+    assert len(events) == 2
+    stranger = {e.stranger_id for e in events}
+    assert len(stranger) == 1 and stranger != {""}
+    trajectory = site.search.Trajectory(
+        events_pb2.TrajectoryRequest(stranger_id=events[0].stranger_id)
+    )
+    assert [e.gate for e in trajectory.events] == ["door-1", "door-2"]
+    # Seen more than once (stranger_repeat_n=1): an alert.
+    alerts = list(site.node.events.store.alerts_after("c1", 0))
+    assert any(a.kind == "stranger_repeat" for a in alerts)
+
+
+def test_tailgating_raises_an_alert(site: Site, faces_dir: Path) -> None:
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    resident = _passage(faces_dir, "examples_obama2.jpg", frames=6)
+    follower = _passage(faces_dir, "examples_lin-manuel-miranda.png", frames=6)
+    _stream(site, resident + follower, gate="door-1")
+    _wait_quiet()
+    kinds = [a.kind for a in site.node.events.store.alerts_after("c1", 0)]
+    assert "tailgating" in kinds
+    assert len(site.events()) == 2
+
+
+def test_vehicle_passage_is_one_plate_event(site: Site, plates_dir: Path) -> None:
+    site.registry.AddVehicle(
+        registry_pb2.AddVehicleRequest(  # type: ignore[attr-defined]
+            community="c1", plate="皖A0N718"
+        )
+    )
+    scene = cv2.imread(str(plates_dir / "scenes" / "ccpd_00.jpg"))
+    frames = passage_frames(
+        scene, PassageSpec(frames=10, width=1280, height=1280, start_scale=0.8, end_scale=0.9)
+    )
+    decisions = _stream(site, frames, gate="barrier", lane=capture_pb2.LANE_KIND_VEHICLE)
+    assert [d.action for d in decisions if d.action != capture_pb2.ACTION_NONE] == [
+        capture_pb2.ACTION_OPEN
+    ]
+    _wait_quiet()
+    events = site.events(kind=events_pb2.EVENT_KIND_PLATE)
+    assert len(events) == 1 and events[0].plate == "皖A0N718" and events[0].role == "resident"
+    by_plate = site.search.Trajectory(events_pb2.TrajectoryRequest(plate="皖A0N718"))
+    assert len(by_plate.events) == 1
+
+
+def test_restart_mid_passage_loses_and_duplicates_nothing(site: Site, faces_dir: Path) -> None:
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    frames = _passage(faces_dir, "examples_obama2.jpg", frames=10)
+    _stream(site, frames[:5])
+    site = site.restart()  # a graceful restart ends the open passage and records it
+    try:
+        assert len(site.events()) == 1
+        _stream(site, frames[5:], first_seq=5)
+        _wait_quiet()
+        events = site.events()
+        assert len(events) == 2  # the passage before and the one after the restart
+        assert len({e.id for e in events}) == 2
+    finally:
+        site.close()
+
+
+def test_duplicated_and_late_frames_change_nothing(site: Site, faces_dir: Path) -> None:
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    frames = _passage(faces_dir, "examples_obama2.jpg", frames=6)
+    order = [0, 1, 1, 2, 0, 3, 4, 5, 5]
+    sent = (capture_pb2.Frame(community="c1", gate="door-1", seq=i, image=frames[i]) for i in order)
+    decisions = list(site.capture.Stream(sent, timeout=60))
+    assert len(decisions) == len(order)
+    assert sum(d.action == capture_pb2.ACTION_OPEN for d in decisions) == 1
+    _wait_quiet()
+    assert len(site.events()) == 1
+
+
+def test_queries_validate_their_arguments(site: Site) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        site.search.QueryEvents(events_pb2.QueryEventsRequest(community="nowhere"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    site.engine.registry.create_community("c1")
+    with pytest.raises(grpc.RpcError) as err:
+        site.search.QueryEvents(events_pb2.QueryEventsRequest(community="c1", action="MAYBE"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        site.search.QueryEvents(events_pb2.QueryEventsRequest(community="c1", page_token="junk"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        site.search.GetEventImage(events_pb2.GetEventImageRequest(community="c1", event_id="abc"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_passages_reach_redis_and_survive_a_redis_outage(
+    face_analyzer, plate_reader, base_config: Config, tmp_path: Path, faces_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import redis
+    from redis_server import RedisServer
+
+    with RedisServer() as server:
+        config = _config(base_config, tmp_path, redis_url=server.url)
+        engine = Engine(config, face_analyzer, FaceRegistry(tmp_path, 512), plate_reader)
+        site = Site(engine)
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            site.engine.registry.create_community("c1")
+            _stream(site, _passage(faces_dir, "examples_biden.jpg", frames=5), gate="door-1")
+            _wait_quiet()
+            site.node.events.writer.flush(5)
+            assert site.node.events.publisher is not None
+            site.node.events.publisher.flush(10)
+            first = [f["id"] for _, f in client.xrange("smartgate:c1:events")]
+            assert len(first) == 1
+            server.stop()
+            _stream(site, _passage(faces_dir, "examples_obama2.jpg", frames=5), gate="door-2")
+            _wait_quiet()
+            assert len(site.events()) == 2  # stored locally while Redis is down
+            server.restart()  # a fresh, empty Redis (no persistence) on the same port
+            assert site.node.events.publisher.flush(15)
+            ids = [f["id"] for _, f in client.xrange("smartgate:c1:events")]
+            stored = {e.id for e in site.events()}
+            assert ids == list(stored - set(first))  # the queued passage, delivered once
+        finally:
+            client.close()
+            site.close()
