@@ -10,7 +10,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -325,6 +326,151 @@ def cmd_identify(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    """The simplest real camera: the images as one gate's frames at ``--fps`` over
+    ``Capture.Stream``, one Decision per frame printed as a JSON line."""
+    from smartgate.v1 import capture_pb2_grpc
+
+    images = [_read(p) for p in args.images] * args.loops
+    period = 1.0 / args.fps if args.fps > 0 else 0.0
+    start = time.monotonic()
+
+    def frames() -> Iterator[capture_pb2.Frame]:
+        for i, image in enumerate(images):
+            delay = start + i * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            yield capture_pb2.Frame(
+                community=args.community,
+                gate=args.gate,
+                device=args.device or args.gate,
+                seq=i,
+                image=image,
+                lane=LANES[args.lane],
+            )
+
+    status = 0
+    with _channel(args) as channel:
+        stub = capture_pb2_grpc.CaptureStub(channel)
+        for decision in stub.Stream(frames(), timeout=args.timeout):
+            if decision.status.code:
+                status = EXIT_ERROR
+            _emit(decision_json(decision))
+    return status
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "community": e.community,
+        "gate": e.gate,
+        "device": e.device,
+        "kind": {1: "face", 2: "plate"}.get(e.kind, "unspecified"),
+        "action": e.action,
+        "person_id": e.person_id or None,
+        "stranger_id": e.stranger_id or None,
+        "plate": e.plate or None,
+        "role": e.role or None,
+        "score": round(e.score, 4),
+        "quality": round(e.quality, 3),
+        "start": e.start.ToJsonString(),
+        "end": e.end.ToJsonString(),
+        "has_thumbnail": e.has_thumbnail,
+    }
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from smartgate.v1 import events_pb2, search_pb2_grpc
+
+    request = events_pb2.QueryEventsRequest(
+        community=args.community,
+        gate=args.gate or "",
+        since=_timestamp(args.since),
+        until=_timestamp(args.until),
+        person_id=args.person or "",
+        plate=args.plate or "",
+        stranger_id=args.stranger or "",
+        action=args.action or "",
+        page_size=args.page_size,
+    )
+    shown = 0
+    with _channel(args) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        while shown < args.limit:
+            reply = stub.QueryEvents(request, timeout=args.timeout)
+            for e in reply.events[: args.limit - shown]:
+                if args.json:
+                    _emit(_event_json(e))
+                else:
+                    who = e.person_id or e.stranger_id or e.plate or "-"
+                    print(f"{e.end.ToJsonString()} {e.gate} {e.action} {who}")
+                shown += 1
+            if not reply.next_page_token:
+                break
+            request.page_token = reply.next_page_token
+    return 0
+
+
+def cmd_trajectory(args: argparse.Namespace) -> int:
+    from smartgate.v1 import events_pb2, search_pb2_grpc
+
+    if sum(bool(x) for x in (args.person, args.stranger, args.plate)) != 1:
+        raise SmartgateError("name exactly one of --person, --stranger, --plate")
+    with _channel(args) as channel:
+        reply = search_pb2_grpc.SearchStub(channel).Trajectory(
+            events_pb2.TrajectoryRequest(
+                person_id=args.person or "",
+                stranger_id=args.stranger or "",
+                plate=args.plate or "",
+                communities=args.communities or [],
+                since=_timestamp(args.since),
+                until=_timestamp(args.until),
+            ),
+            timeout=args.timeout,
+        )
+    for e in reply.events:
+        _emit(_event_json(e))
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """Follow the alert stream; reconnects resume after the last alert seen."""
+    from smartgate.v1 import events_pb2, search_pb2_grpc
+
+    after = args.after
+    kinds = {v: k.removeprefix("ALERT_KIND_").lower() for k, v in events_pb2.AlertKind.items()}
+    while True:
+        try:
+            with _channel(args) as channel:
+                stub = search_pb2_grpc.SearchStub(channel)
+                request = events_pb2.WatchAlertsRequest(
+                    community=args.community or "", after_seq=after
+                )
+                for alert in stub.WatchAlerts(request):
+                    after = alert.seq
+                    _emit(
+                        {
+                            "seq": alert.seq,
+                            "id": alert.id,
+                            "community": alert.community,
+                            "gate": alert.gate,
+                            "kind": kinds.get(alert.kind, "unspecified"),
+                            "event_id": alert.event_id or None,
+                            "person_id": alert.person_id or None,
+                            "plate": alert.plate or None,
+                            "stranger_id": alert.stranger_id or None,
+                            "time": alert.time.ToJsonString(),
+                            "message": alert.message,
+                        }
+                    )
+            return 0
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or not args.follow:
+                raise
+            print(f"alerts: server unavailable, retrying after seq {after}", file=sys.stderr)
+            time.sleep(1.0)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from smartgate.v1 import search_pb2, search_pb2_grpc
 
@@ -527,6 +673,49 @@ def build_parser() -> argparse.ArgumentParser:
     identify.add_argument("--json", action="store_true")
     identify.add_argument("images", nargs="+")
     identify.set_defaults(func=cmd_identify)
+
+    stream = sub.add_parser("stream", help="stream images as one camera's frames")
+    client(stream)
+    stream.add_argument("--community", required=True)
+    stream.add_argument("--gate", required=True)
+    stream.add_argument("--device")
+    stream.add_argument("--fps", type=float, default=10.0)
+    stream.add_argument("--loops", type=int, default=1, help="send the images this many times")
+    stream.add_argument("--lane", choices=sorted(LANES), default="pedestrian")
+    stream.add_argument("images", nargs="+")
+    stream.set_defaults(func=cmd_stream)
+
+    events = sub.add_parser("events", help="query the passages of a community, newest first")
+    client(events)
+    events.add_argument("--community", required=True)
+    events.add_argument("--gate")
+    events.add_argument("--since", help="ISO 8601")
+    events.add_argument("--until", help="ISO 8601")
+    events.add_argument("--person")
+    events.add_argument("--stranger")
+    events.add_argument("--plate")
+    events.add_argument("--action", choices=["OPEN", "ALERT", "STRANGER", "NONE"])
+    events.add_argument("--limit", type=int, default=100)
+    events.add_argument("--page-size", type=int, default=100)
+    events.add_argument("--json", action="store_true")
+    events.set_defaults(func=cmd_events)
+
+    trajectory = sub.add_parser("trajectory", help="the passages of a person, stranger or plate")
+    client(trajectory)
+    trajectory.add_argument("--person")
+    trajectory.add_argument("--stranger")
+    trajectory.add_argument("--plate")
+    trajectory.add_argument("--community", action="append", dest="communities")
+    trajectory.add_argument("--since")
+    trajectory.add_argument("--until")
+    trajectory.set_defaults(func=cmd_trajectory)
+
+    alerts = sub.add_parser("alerts", help="follow the alerts as they happen")
+    client(alerts)
+    alerts.add_argument("--community")
+    alerts.add_argument("--after", type=int, default=0, help="resume after this alert seq")
+    alerts.add_argument("--follow", action="store_true", help="reconnect when the server restarts")
+    alerts.set_defaults(func=cmd_alerts)
 
     search = sub.add_parser("search", help="search a face across communities")
     client(search)

@@ -210,3 +210,113 @@ def test_vehicle_commands_and_vehicle_lane(
         models_dir,
     )
     assert removed.returncode == 0
+
+
+def test_stream_events_trajectory_and_alerts(
+    served: str, faces_dir: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    import cv2
+
+    from benchmarks.scenes import PassageSpec, passage_frames
+
+    def frames(photo: str, n: int) -> list[str]:
+        paths = []
+        for i, data in enumerate(
+            passage_frames(cv2.imread(str(faces_dir / photo)), PassageSpec(frames=n))
+        ):
+            path = tmp_path / f"{Path(photo).stem}-{i:02d}.jpg"
+            path.write_bytes(data)
+            paths.append(str(path))
+        return paths
+
+    for person, photo, role in (
+        ("obama", "examples_obama.jpg", "resident"),
+        ("biden", "examples_biden.jpg", "watchlist"),
+    ):
+        out = _run(
+            [
+                "enroll",
+                "--server",
+                served,
+                "--community",
+                "c1",
+                "--person",
+                person,
+                "--role",
+                role,
+                str(faces_dir / photo),
+            ],
+            models_dir,
+        )
+        assert out.returncode == 0, out.stderr
+    out = _run(
+        [
+            "stream",
+            "--server",
+            served,
+            "--community",
+            "c1",
+            "--gate",
+            "door-1",
+            "--fps",
+            "25",
+            *frames("examples_obama2.jpg", 10),
+        ],
+        models_dir,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 10
+    assert [r["action"] for r in rows if r["action"] != "NONE"] == ["OPEN"]
+    out = _run(
+        [
+            "stream",
+            "--server",
+            served,
+            "--community",
+            "c1",
+            "--gate",
+            "door-2",
+            "--fps",
+            "25",
+            *frames("examples_knn_examples_train_biden_biden2.jpg", 4),
+        ],
+        models_dir,
+    )
+    assert json.loads(out.stdout.splitlines()[0])["action"] == "ALERT"
+    time.sleep(2.5)  # both passages end (quiet time) and are recorded
+    events = _run(["events", "--server", served, "--community", "c1", "--json"], models_dir)
+    rows = [json.loads(line) for line in events.stdout.splitlines()]
+    assert [(r["gate"], r["action"], r["person_id"]) for r in rows] == [
+        ("door-2", "ALERT", "biden"),
+        ("door-1", "OPEN", "obama"),
+    ]
+    assert set(rows[0]) >= {
+        "id",
+        "community",
+        "gate",
+        "kind",
+        "action",
+        "person_id",
+        "plate",
+        "score",
+        "start",
+        "end",
+    }
+    trajectory = _run(["trajectory", "--server", served, "--person", "obama"], models_dir)
+    assert [json.loads(line)["gate"] for line in trajectory.stdout.splitlines()] == ["door-1"]
+    alerts = subprocess.Popen(
+        [*SMARTGATE, "alerts", "--server", served, "--community", "c1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(models_dir),
+    )
+    try:
+        assert alerts.stdout is not None
+        first = json.loads(alerts.stdout.readline())
+        assert first["kind"] == "watchlist" and first["person_id"] == "biden"
+    finally:
+        alerts.kill()
+        alerts.wait(timeout=10)
+        if alerts.stdout is not None:
+            alerts.stdout.close()
