@@ -159,15 +159,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    log.info("loading models from %s", cfg.models.cache_dir)
-    node = Node.open(cfg)
+    # Listen first (health NOT_SERVING), then load and warm the models, then serve.
+    running = start_server(None, cfg.server)
+    print(
+        f"smartgate listening on {running.address}; loading models from {cfg.models.cache_dir}",
+        flush=True,
+    )
     try:
-        running = start_server(node, cfg.server)
+        node = Node.open(cfg)
     except BaseException:
-        node.close()
+        running.stop(0)
         raise
-    print(f"smartgate serving on {running.address} (data in {cfg.data_dir.resolve()})", flush=True)
     try:
+        if cfg.server.metrics_listen:
+            port = node.metrics.serve(cfg.server.metrics_listen)
+            host = cfg.server.metrics_listen.rpartition(":")[0]
+            print(f"metrics on http://{host}:{port}/metrics", flush=True)
+        running.ready(node)
+        print(
+            f"smartgate serving on {running.address} (data in {cfg.data_dir.resolve()})", flush=True
+        )
         serve_forever(running, cfg.server.grace_seconds)
     finally:
         node.close()  # ends open passages (their events are written), stops the event threads
@@ -614,6 +625,13 @@ def cmd_vehicle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks import gates
+
+    config = ["--config", str(args.config)] if args.config else []
+    return gates.main([*config, *args.bench_args])
+
+
 # -- parser ---------------------------------------------------------------------------------
 
 
@@ -750,6 +768,16 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--models-dir", type=Path)
     detect.add_argument("images", nargs="+")
     detect.set_defaults(func=cmd_detect)
+
+    # Every argument after `bench` goes to the gate simulator (its own --help).
+    bench = sub.add_parser(
+        "bench",
+        help="load a node with simulated gates (benchmarks.gates)",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    bench.add_argument("bench_args", nargs="*")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

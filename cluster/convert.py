@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cluster.engine import MatchedFace, MatchedPlate
+from cluster.engine import Lane, MatchedFace, MatchedPlate
 from cluster.events.model import Alert, Event, Kind
 from cluster.passages import TrackState
 from indexer.types import Identification, Person, Role, Vehicle, VehicleMatch
 from recognizer.faces.analyzer import FaceObservation
+from smartgate.errors import InvalidInputError
 from smartgate.v1 import capture_pb2, common_pb2, events_pb2
 
 ROLE_TO_PB: dict[Role, common_pb2.Role] = {
@@ -192,3 +193,13 @@ def track_state_pb(t: TrackState) -> capture_pb2.TrackState:
         identity=t.identity or "",
         event_id=t.event_id,
     )
+
+
+def lane_of(kind: int) -> Lane:
+    """The engine's lane for a wire LaneKind (unspecified means a pedestrian lane)."""
+    if kind == capture_pb2.LANE_KIND_UNSPECIFIED:
+        return Lane.PEDESTRIAN
+    try:
+        return Lane(kind)
+    except ValueError as exc:
+        raise InvalidInputError(f"unknown lane kind {kind}") from exc

@@ -1,7 +1,9 @@
-"""One smartgate node: the recognition engine, the event log and the passages between them.
+"""One smartgate node: the recognition engine, the frame scheduler, the event log and the
+passages between them, and the node's metrics.
 
-``Node.open(config)`` builds everything the embedded server holds; ``close()`` ends every open
-passage (their events are written), stops the event threads and saves the strangers index.
+``Node.open(config)`` builds everything the embedded server holds; ``close()`` stops taking
+frames, ends every open passage (their events are written), stops the event threads and saves
+the strangers index.
 """
 
 from __future__ import annotations
@@ -9,11 +11,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cluster.engine import Engine
+from cluster.engine import Engine, FrameResult, Lane
 from cluster.events.service import EventLog
+from cluster.metrics import Metrics
 from cluster.passages import STRANGERS_DIR, Passages
+from cluster.scheduler import FrameScheduler
 from indexer.strangers import StrangerIndex
 from smartgate.config import Config
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """One frame waiting for a compute worker."""
+
+    community: str
+    image: bytes
+    now: float  # wall-clock time the frame was received
+    lane: Lane
+    plate_crop: bytes = b""
 
 
 @dataclass
@@ -21,6 +36,8 @@ class Node:
     engine: Engine
     events: EventLog
     passages: Passages
+    scheduler: FrameScheduler[FrameJob, FrameResult]
+    metrics: Metrics
 
     @property
     def config(self) -> Config:
@@ -32,7 +49,7 @@ class Node:
 
     @classmethod
     def around(cls, engine: Engine) -> Node:
-        """Add the event log and passages under ``engine.config.data_dir``."""
+        """Add the scheduler, event log and passages (under ``engine.config.data_dir``)."""
         config = engine.config
         strangers_dir = config.data_dir / STRANGERS_DIR
         strangers = StrangerIndex.load(strangers_dir, engine.analyzer.embedder.dim)
@@ -47,8 +64,36 @@ class Node:
 
         events = EventLog.open(config.data_dir, config.events, on_strangers_purged=strangers_purged)
         passages = Passages(events, strangers, config.tracking, strangers_dir)
-        return cls(engine, events, passages)
+        metrics = Metrics()
+
+        def recognise(jobs: Sequence[FrameJob]) -> list[FrameResult | BaseException]:
+            results: list[FrameResult | BaseException] = []
+            for job in jobs:
+                try:
+                    results.append(
+                        engine.process_frame(
+                            job.community,
+                            job.image,
+                            job.now,
+                            lane=job.lane,
+                            plate_crop=job.plate_crop,
+                        )
+                    )
+                except Exception as exc:  # only this frame fails
+                    results.append(exc)
+            metrics.queue_depth.set(scheduler.depth)
+            return results
+
+        scheduler: FrameScheduler[FrameJob, FrameResult] = FrameScheduler(
+            recognise,
+            config.capture,
+            on_shed=lambda gate: metrics.shed.labels(gate.split("/", 1)[-1]).inc(),
+            on_batch=metrics.batch,
+        )
+        metrics.models_ready.set(1)
+        return cls(engine, events, passages, scheduler, metrics)
 
     def close(self) -> None:
+        self.scheduler.close()
         self.passages.close()
         self.events.close()

@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cluster.node import Node
-from cluster.servicers import CaptureServicer, RegistryServicer, SearchServicer
+from cluster.servicers import CaptureServicer, NodeSlot, RegistryServicer, SearchServicer
 from smartgate.config import ServerConfig
 from smartgate.errors import ConfigError
 from smartgate.v1 import (
@@ -39,6 +39,13 @@ class RunningServer:
     port: int
     address: str
     health: health.HealthServicer
+    slot: NodeSlot
+
+    def ready(self, node: Node) -> None:
+        """Hand the loaded, warmed node to the servicers and report SERVING."""
+        self.slot.fill(node)
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, then stop."""
@@ -49,8 +56,13 @@ class RunningServer:
         self.server.wait_for_termination()
 
 
-def start_server(node: Node, config: ServerConfig) -> RunningServer:
-    """Start serving ``node`` on ``config.listen`` (port 0 picks a free port)."""
+def start_server(node: Node | None, config: ServerConfig) -> RunningServer:
+    """Start serving on ``config.listen`` (port 0 picks a free port).
+
+    With ``node`` None the server starts NOT_SERVING (every call gets UNAVAILABLE) until
+    ``RunningServer.ready(node)``: a load balancer never sends a frame to a cold node.
+    """
+    slot = NodeSlot()
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -61,9 +73,9 @@ def start_server(node: Node, config: ServerConfig) -> RunningServer:
         options=options,
         maximum_concurrent_rpcs=config.max_workers,
     )
-    capture_pb2_grpc.add_CaptureServicer_to_server(CaptureServicer(node), server)
-    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(node), server)
-    search_pb2_grpc.add_SearchServicer_to_server(SearchServicer(node), server)
+    capture_pb2_grpc.add_CaptureServicer_to_server(CaptureServicer(slot), server)
+    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(slot), server)
+    search_pb2_grpc.add_SearchServicer_to_server(SearchServicer(slot), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -83,13 +95,15 @@ def start_server(node: Node, config: ServerConfig) -> RunningServer:
         raise ConfigError(f"cannot listen on {config.listen}: {exc}") from exc
     if port == 0:
         raise ConfigError(f"cannot listen on {config.listen} (address in use?)")
-    server.start()
-    # The engine is built (models loaded and warmed) before we get here.
     for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    server.start()
     address = f"{host}:{port}"
     log.info("smartgate listening on %s", address)
-    return RunningServer(server, port, address, health_servicer)
+    running = RunningServer(server, port, address, health_servicer, slot)
+    if node is not None:
+        running.ready(node)
+    return running
 
 
 def serve_forever(running: RunningServer, grace: float) -> None:

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import grpc
 
 from cluster import convert
-from cluster.engine import Engine, FrameResult, Lane
-from cluster.node import Node
+from cluster.engine import Engine, FrameResult
+from cluster.node import FrameJob, Node
 from cluster.status import abort, status_code, status_message
 from indexer.types import Role
-from smartgate.errors import AlreadyExistsError, InvalidInputError, NotFoundError, SmartgateError
+from smartgate.errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    NotFoundError,
+    SmartgateError,
+    UnavailableError,
+)
 from smartgate.v1 import (
     capture_pb2,
     capture_pb2_grpc,
@@ -34,18 +43,24 @@ MAX_TOP_K = 100
 
 
 class CaptureServicer(capture_pb2_grpc.CaptureServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.engine = node.engine
+    """Frames go through the node's scheduler (bounded, shedding, a fixed pool of compute
+    workers); decisions go back in frame order. A stream's frames are read by their own thread,
+    so a camera is never blocked by a slow node: its oldest waiting frames are shed instead."""
 
-    def _recognise(self, frame: capture_pb2.Frame, now: float) -> FrameResult:
-        return self.engine.process_frame(
-            frame.community,
-            frame.image,
-            now,
-            lane=lane_of(frame.lane),
-            plate_crop=frame.plate_crop,
+    def __init__(self, slot: NodeSlot, result_timeout_s: float = 60.0) -> None:
+        self.slot = slot
+        self.result_timeout_s = result_timeout_s
+
+    @property
+    def node(self) -> Node:
+        return self.slot.node
+
+    def _submit(self, frame: capture_pb2.Frame) -> tuple[float, Future[FrameResult]]:
+        now = time.time()
+        job = FrameJob(
+            frame.community, frame.image, now, convert.lane_of(frame.lane), frame.plate_crop
         )
+        return now, self.node.scheduler.submit(f"{frame.community}/{frame.gate}", job)
 
     @staticmethod
     def _decision(
@@ -69,30 +84,48 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
     ) -> capture_pb2.Decision:
         received = time.perf_counter()
         try:
-            now = time.time()
-            result = self._recognise(request, now)
+            now, future = self._submit(request)
+            result = future.result(timeout=self.result_timeout_s)
             started = time.perf_counter()
             self.node.passages.snapshot(
                 request.community, request.gate, request.device, now, result
             )
             result.timings_ms["track"] = (time.perf_counter() - started) * 1e3
             decision = self._decision(request, result, now, int(result.action), result.reason)
-            decision.timings_ms["total"] = (time.perf_counter() - received) * 1e3
+            self._finish(decision, request, received)
             return decision
         except Exception as exc:
+            self._count_failure(request.gate, exc)
             _log_unexpected(exc)
             abort(context, exc)
 
     def Stream(  # noqa: N802
         self, request_iterator: Iterator[capture_pb2.Frame], context: grpc.ServicerContext
     ) -> Iterator[capture_pb2.Decision]:
-        for frame in request_iterator:
-            received = time.perf_counter()
+        pending: queue.Queue[tuple[capture_pb2.Frame, float, float, Future[FrameResult]] | None]
+        pending = queue.Queue()
+
+        def read() -> None:
             try:
-                yield self._stream_decision(frame, received)
-            except Exception as exc:  # one bad frame never ends the stream
+                for frame in request_iterator:
+                    received = time.perf_counter()
+                    now, future = self._submit(frame)
+                    pending.put((frame, received, now, future))
+            except Exception as exc:  # the client went away or cancelled
+                log.debug("capture stream ended: %s", exc)
+            finally:
+                pending.put(None)
+
+        threading.Thread(target=read, name="capture-reader", daemon=True).start()
+        while (entry := pending.get()) is not None:
+            frame, received, now, future = entry
+            try:
+                result = future.result(timeout=self.result_timeout_s)
+                decision = self._stream_decision(frame, result, now)
+            except Exception as exc:  # one bad or shed frame never ends the stream
+                self._count_failure(frame.gate, exc)
                 _log_unexpected(exc)
-                yield capture_pb2.Decision(
+                decision = capture_pb2.Decision(
                     seq=frame.seq,
                     community=frame.community,
                     gate=frame.gate,
@@ -103,29 +136,56 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
                     ),
                     reason="frame rejected",
                 )
+            self._finish(decision, frame, received)
+            yield decision
 
-    def _stream_decision(self, frame: capture_pb2.Frame, received: float) -> capture_pb2.Decision:
-        now = time.time()
-        result = self._recognise(frame, now)
+    def _stream_decision(
+        self, frame: capture_pb2.Frame, result: FrameResult, now: float
+    ) -> capture_pb2.Decision:
         started = time.perf_counter()
+        # The tracker runs on the same clock as the expiry thread (time at observation): a
+        # frame that queued behind others must not look older than the silence that ends
+        # its track.
         outcome = self.node.passages.observe(
-            frame.community, frame.gate, frame.device, frame.seq, now, result
+            frame.community, frame.gate, frame.device, frame.seq, time.time(), result
         )
         result.timings_ms["track"] = (time.perf_counter() - started) * 1e3
         decision = self._decision(frame, result, now, int(outcome.action), outcome.reason)
         decision.tracks.extend(convert.track_state_pb(t) for t in outcome.tracks)
-        decision.timings_ms["total"] = (time.perf_counter() - received) * 1e3
         return decision
 
+    def _count_failure(self, gate: str, exc: BaseException) -> None:
+        if self.slot.ready:
+            self.node.metrics.frame_failed(gate, status_code(exc).name)
 
-def lane_of(kind: int) -> Lane:
-    """The engine's lane for a wire LaneKind (unspecified means a pedestrian lane)."""
-    if kind == capture_pb2.LANE_KIND_UNSPECIFIED:
-        return Lane.PEDESTRIAN
-    try:
-        return Lane(kind)
-    except ValueError as exc:
-        raise InvalidInputError(f"unknown lane kind {kind}") from exc
+    def _finish(
+        self, decision: capture_pb2.Decision, frame: capture_pb2.Frame, received: float
+    ) -> None:
+        total = (time.perf_counter() - received) * 1e3
+        decision.timings_ms["total"] = total
+        if not decision.status.code:
+            self.node.metrics.frame_done(frame.gate, total, decision.timings_ms)
+
+
+class NodeSlot:
+    """Where the servicers find the node: empty while the models load and warm (calls get
+    UNAVAILABLE and the health service says NOT_SERVING), filled once it is ready."""
+
+    def __init__(self, node: Node | None = None) -> None:
+        self._node = node
+
+    def fill(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def ready(self) -> bool:
+        return self._node is not None
+
+    @property
+    def node(self) -> Node:
+        if self._node is None:
+            raise UnavailableError("the node is loading and warming its models; retry shortly")
+        return self._node
 
 
 def _role(value: int, default: int = common_pb2.ROLE_RESIDENT) -> Role:
@@ -136,9 +196,16 @@ def _role(value: int, default: int = common_pb2.ROLE_RESIDENT) -> Role:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.engine = node.engine
+    def __init__(self, slot: NodeSlot) -> None:
+        self.slot = slot
+
+    @property
+    def node(self) -> Node:
+        return self.slot.node
+
+    @property
+    def engine(self) -> Engine:
+        return self.slot.node.engine
 
     def CreateCommunity(  # noqa: N802
         self, request: registry_pb2.CreateCommunityRequest, context: grpc.ServicerContext
@@ -265,9 +332,16 @@ def _page_size(requested: int) -> int:
 
 
 class SearchServicer(search_pb2_grpc.SearchServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.engine = node.engine
+    def __init__(self, slot: NodeSlot) -> None:
+        self.slot = slot
+
+    @property
+    def node(self) -> Node:
+        return self.slot.node
+
+    @property
+    def engine(self) -> Engine:
+        return self.slot.node.engine
 
     def SearchFace(  # noqa: N802
         self, request: search_pb2.SearchFaceRequest, context: grpc.ServicerContext

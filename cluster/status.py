@@ -15,6 +15,7 @@ _CODES: tuple[tuple[type[errors.SmartgateError], grpc.StatusCode], ...] = (
     (errors.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (errors.ModelError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 

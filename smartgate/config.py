@@ -31,9 +31,31 @@ def default_cache_dir() -> Path:
 @dataclass(frozen=True)
 class ServerConfig:
     listen: str = "127.0.0.1:50051"
+    # Prometheus metrics (HOST:PORT, port 0 picks one); "" turns the endpoint off.
+    metrics_listen: str = "127.0.0.1:9464"
     max_message_bytes: int = 16 * 1024 * 1024
     max_workers: int = 16
     grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Frame scheduling (``cluster.scheduler``): compute workers, micro-batches, shedding."""
+
+    workers: int = 0  # compute workers; 0: one per CPU core
+    max_batch: int = 1  # frames per batch (batching pays on wide CPUs and GPUs, not on 2 cores)
+    batch_wait_ms: float = 0.0  # how long a worker waits to fill a batch
+    per_gate_limit: int = 2  # frames of one gate waiting; beyond, the oldest is shed
+    max_wait_ms: float = 250.0  # a frame that waited longer is shed (a late decision is worthless)
+    max_queue: int = 256  # frames waiting across all gates
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "max_batch", "per_gate_limit", "max_queue"):
+            low = 0 if name == "workers" else 1
+            if getattr(self, name) < low:
+                raise ConfigError(f"capture.{name} must be >= {low}, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0 or self.max_wait_ms <= 0:
+            raise ConfigError("capture.batch_wait_ms must be >= 0 and capture.max_wait_ms > 0")
 
 
 @dataclass(frozen=True)
@@ -191,6 +213,7 @@ class TrackingConfig:
 class Config:
     data_dir: Path = field(default_factory=lambda: Path("smartgate-data"))
     server: ServerConfig = field(default_factory=ServerConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)

@@ -39,5 +39,9 @@ class OverloadedError(SmartgateError):
     """The node sheds work it cannot do in time (maps to RESOURCE_EXHAUSTED)."""
 
 
+class UnavailableError(SmartgateError):
+    """The node cannot serve yet (models loading) or any more (maps to UNAVAILABLE)."""
+
+
 class ConfigError(SmartgateError):
     """The configuration is invalid."""

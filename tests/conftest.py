@@ -10,7 +10,11 @@ import grpc
 import pytest
 
 from benchmarks.datasets import data_dir
-from smartgate.config import Config, ModelsConfig, ServerConfig, default_cache_dir
+from smartgate.config import CaptureConfig, Config, ModelsConfig, ServerConfig, default_cache_dir
+
+# Functional tests send bursts of frames and expect every one answered: no shedding there
+# (tests/unit/test_scheduler.py and the bench harness cover shedding).
+NO_SHEDDING = CaptureConfig(per_gate_limit=10_000, max_wait_ms=600_000, max_queue=100_000)
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +44,7 @@ def base_config(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> C
         data_dir=tmp_path_factory.mktemp("data"),
         models=ModelsConfig(cache_dir=models_dir),
         server=ServerConfig(listen="127.0.0.1:0", max_workers=8, grace_seconds=1.0),
+        capture=NO_SHEDDING,
     )
 
 

@@ -298,3 +298,40 @@ def test_health_and_reflection(channel) -> None:  # type: ignore[no-untyped-def]
     )
     names = {s.name for r in replies for s in r.list_services_response.service}
     assert {"smartgate.v1.Capture", "smartgate.v1.Registry", "smartgate.v1.Search"} <= names
+
+
+def test_a_cold_node_is_not_serving_until_ready(node) -> None:  # type: ignore[no-untyped-def]
+    from cluster.server import start_server
+
+    running = start_server(None, node.config.server)
+    try:
+        with grpc.insecure_channel(running.address) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            status = health.Check(health_pb2.HealthCheckRequest(service="")).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as err:
+                capture_pb2_grpc.CaptureStub(ch).Submit(_frame(b"x"))
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            running.ready(node)
+            status = health.Check(health_pb2.HealthCheckRequest(service="")).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        running.stop(0)
+
+
+def test_metrics_endpoint_reports_latency_per_gate_and_shed_frames(  # type: ignore[no-untyped-def]
+    node, capture, enrolled, faces_dir: Path
+) -> None:
+    import urllib.request
+
+    port = node.metrics.serve("127.0.0.1:0")
+    capture.Submit(_frame(_photo(faces_dir, "examples_obama2.jpg")))
+    with pytest.raises(grpc.RpcError):
+        capture.Submit(_frame(b"junk"))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    assert 'smartgate_capture_latency_seconds_count{gate="g1"} 1.0' in text
+    assert 'smartgate_stage_seconds_count{stage="detect"}' in text
+    assert 'smartgate_frames_failed_total{code="INVALID_ARGUMENT",gate="g1"} 1.0' in text
+    assert "smartgate_models_ready 1.0" in text
+    assert "smartgate_queue_frames" in text

@@ -20,7 +20,14 @@ SMARTGATE = [sys.executable, "-m", "cluster.cli"]
 
 
 def _env(models_dir: Path) -> dict[str, str]:
-    return {**os.environ, "SMARTGATE_MODELS__CACHE_DIR": str(models_dir), "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "SMARTGATE_MODELS__CACHE_DIR": str(models_dir),
+        "SMARTGATE_CAPTURE__PER_GATE_LIMIT": "10000",  # bursts of frames, every one answered
+        "SMARTGATE_CAPTURE__MAX_WAIT_MS": "600000",
+        "SMARTGATE_SERVER__METRICS_LISTEN": "127.0.0.1:0",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _run(args: list[str], models_dir: Path) -> subprocess.CompletedProcess[str]:

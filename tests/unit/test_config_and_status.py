@@ -57,6 +57,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
         (errors.AlreadyExistsError("x"), grpc.StatusCode.ALREADY_EXISTS),
         (errors.ModelError("x"), grpc.StatusCode.FAILED_PRECONDITION),
         (errors.OverloadedError("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.UnavailableError("x"), grpc.StatusCode.UNAVAILABLE),
         (RuntimeError("boom"), grpc.StatusCode.INTERNAL),
     ],
 )
