@@ -19,6 +19,7 @@ KERNELS = [
     "native/_match_cy.pyx",
     "native/_ctc_cy.pyx",
     "native/_track_cy.pyx",
+    "native/_preprocess_cy.pyx",
 ]
 
 

@@ -3,9 +3,11 @@
 Run ``python -m benchmarks.native_kernels`` (or ``make bench-native``). Inputs are
 realistic: RetinaFace at 640x360 and 1280x720 and the plate detector at 640x640 with
 ~0.1 % of priors above threshold in a few overlapping clusters, identity matching at
-q=1, k=10 and q=64, k=50, and PP-OCRv4 plate CTC at t=40, c=6625 for n=1 and n=8. Both
+q=1, k=10 and q=64, k=50, PP-OCRv4 plate CTC at t=40, c=6625 for n=1 and n=8, track
+votes, and the uint8 → float32 NCHW preprocessing of the four model inputs. Both
 sides get the same already-normalised arrays, so the table shows the kernel, not the
-validation in ``native``'s public functions. Times are per call, from
+validation in ``native``'s public functions (except the ``to_blob`` rows, which time the
+public call on each backend). Times are per call, from
 ``time.perf_counter_ns``.
 """
 
@@ -22,6 +24,7 @@ import numpy as np
 
 import native
 from native import reference
+from recognizer.preprocess import to_blob
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ def _cases(rng: np.random.Generator) -> list[Case]:
             )
         )
     cases.extend(_vote_cases(rng, cy))
+    cases.extend(_preprocess_cases(rng, cy))
     return cases
 
 
@@ -137,6 +141,64 @@ def _vote_cases(rng: np.random.Generator, cy: native._Backend) -> list[Case]:
             )
         )
     return cases
+
+
+# --- hwc_to_nchw (recognizer.preprocess.to_blob) ----------------------------------------------
+
+
+def _preprocess_cases(rng: np.random.Generator, cy: native._Backend) -> list[Case]:
+    """uint8 BGR crops → normalised float32 NCHW, with each model's own mean and std.
+
+    RetinaFace input at 640x360 (std 1: the reference skips its multiply), a batch of 8
+    112x112 embedding crops, one 128x128 liveness crop, 8 plate lines at 48x320. The
+    ``hwc_to_nchw`` rows give both sides normalised arrays and a fresh ``out`` per call (as
+    ``to_blob`` allocates); the ``to_blob`` rows time the public call as the models make
+    it, validation included, on the reference backend (the old ``to_blob``) and on Cython.
+    """
+    reference_backend = native._load_backend("reference")
+    cases = []
+    for label, n, h, w, mean, std in (
+        ("retinaface 1x640x360", 1, 360, 640, (104.0, 117.0, 127.0), (1.0, 1.0, 1.0)),
+        ("embedding 8x112x112", 8, 112, 112, (127.5,) * 3, (128.0,) * 3),
+        ("liveness 1x128x128", 1, 128, 128, (0.0,) * 3, (1.0,) * 3),
+        ("plate lines 8x48x320", 8, 48, 320, (127.5,) * 3, (127.5,) * 3),
+    ):
+        images = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+        cases.append(
+            Case(
+                "hwc_to_nchw",
+                label,
+                partial(_kernel_call, reference.hwc_to_nchw_ref, images, mean, std),
+                partial(_kernel_call, cy.hwc_to_nchw, images, mean, std),
+            )
+        )
+        cases.append(
+            Case(
+                "to_blob",
+                label,
+                partial(_with_backend, reference_backend, to_blob, images, mean, std),
+                partial(_with_backend, cy, to_blob, images, mean, std),
+            )
+        )
+    return cases
+
+
+def _kernel_call(
+    fn: Callable[..., np.ndarray], images: np.ndarray, mean: tuple, std: tuple
+) -> np.ndarray:
+    """One kernel call on normalised arrays, into a fresh ``out`` (as ``to_blob`` makes)."""
+    n, h, w, _ = images.shape
+    out = np.empty((n, 3, h, w), np.float32)
+    return fn(images, np.array(mean), np.array(std), False, out)
+
+
+def _with_backend(backend: native._Backend, fn: Callable[..., object], *args: object) -> object:
+    """``fn(*args)`` with ``native`` dispatching to ``backend`` for the call."""
+    saved, native._backend = native._backend, backend
+    try:
+        return fn(*args)
+    finally:
+        native._backend = saved
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import operator
 import os
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "VoteResult",
     "ctc_greedy_decode",
     "decode_detections",
+    "hwc_to_nchw",
     "match_identities",
     "prior_boxes",
     "vote_and_best",
@@ -54,6 +56,7 @@ class _Backend(NamedTuple):
     match_identities: Callable[[np.ndarray, np.ndarray, float, float], MatchArrays]
     ctc_greedy_decode: Callable[[np.ndarray, int], CTCArrays]
     vote_and_best: Callable[..., tuple[int, int, int, int]]
+    hwc_to_nchw: Callable[[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray], np.ndarray]
 
 
 def _load_backend(name: str) -> _Backend:
@@ -65,13 +68,14 @@ def _load_backend(name: str) -> _Backend:
             match_identities=reference.match_identities_ref,
             ctc_greedy_decode=reference.ctc_greedy_decode_ref,
             vote_and_best=reference.vote_and_best_ref,
+            hwc_to_nchw=reference.hwc_to_nchw_ref,
         )
     if name != "cython":
         raise ValueError(f"{ENV_VAR} must be one of {_BACKENDS}, got {name!r}")
     try:
-        _detect_cy, _match_cy, _ctc_cy, _track_cy = (
+        _detect_cy, _match_cy, _ctc_cy, _track_cy, _preprocess_cy = (
             importlib.import_module(f"native.{module}")
-            for module in ("_detect_cy", "_match_cy", "_ctc_cy", "_track_cy")
+            for module in ("_detect_cy", "_match_cy", "_ctc_cy", "_track_cy", "_preprocess_cy")
         )
     except ImportError as exc:
         raise ImportError(
@@ -121,12 +125,19 @@ def _load_backend(name: str) -> _Backend:
     def ctc_cy(probs: np.ndarray, blank: int = 0) -> CTCArrays:
         return CTCArrays(*_ctc_cy.ctc_greedy_decode(probs, blank))
 
+    def hwc_to_nchw_cy(
+        images: np.ndarray, mean: np.ndarray, std: np.ndarray, swap_rb: bool, out: np.ndarray
+    ) -> np.ndarray:
+        _preprocess_cy.hwc_to_nchw(images, mean, std, swap_rb, out)
+        return out
+
     return _Backend(
         name="cython",
         decode_detections=decode_cy,
         match_identities=match_cy,
         ctc_greedy_decode=ctc_cy,
         vote_and_best=_track_cy.vote_and_best,
+        hwc_to_nchw=hwc_to_nchw_cy,
     )
 
 
@@ -345,3 +356,45 @@ def vote_and_best(
             identity_keys, actions, quality, size, det_score, votes_needed, window
         )
     )
+
+
+def hwc_to_nchw(
+    images: np.ndarray,
+    mean: Sequence[float] | np.ndarray,
+    std: Sequence[float] | np.ndarray,
+    swap_rb: bool = False,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Normalise a batch of uint8 HWC images into a float32 NCHW blob, in one pass.
+
+    ``images`` ``(n, h, w, 3)`` uint8 (made C-contiguous if it is not); ``mean`` and ``std``
+    ``(3,)`` in the output's channel order, ``std`` finite and non-zero. Output plane ``c`` is
+    ``(x - mean[c]) * float32(1 / std[c])`` in float32, ``x`` being source channel ``c``, or
+    ``2 - c`` with ``swap_rb`` (BGR→RGB). ``out``, if given, must be a writeable C-contiguous
+    ``(n, 3, h, w)`` float32 array; it is filled and returned. Returns ``(n, 3, h, w)`` float32.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"images: expected shape (n, h, w, 3), got {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"images: expected dtype uint8, got {images.dtype}")
+    images = np.ascontiguousarray(images)
+    mean_a = np.array(mean, dtype=np.float64)  # a small contiguous copy, scalars stay 0-D
+    std_a = np.array(std, dtype=np.float64)
+    _expect_shape("mean", mean_a, (3,))
+    _expect_shape("std", std_a, (3,))
+    if not all(math.isfinite(v) and v != 0 for v in std_a.tolist()):  # 20x np.isfinite's speed
+        raise ValueError(f"std: expected finite non-zero values, got {std_a.tolist()}")
+    n, h, w, _ = images.shape
+    if out is None:
+        out = np.empty((n, 3, h, w), dtype=np.float32)
+    else:
+        if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+            got = getattr(out, "dtype", type(out).__name__)
+            raise ValueError(f"out: expected a float32 numpy array, got {got}")
+        _expect_shape("out", out, (n, 3, h, w))
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise ValueError("out: expected a writeable C-contiguous array")
+        if np.may_share_memory(out, images):
+            raise ValueError("out: must not overlap images")
+    return _backend.hwc_to_nchw(images, mean_a, std_a, bool(swap_rb), out)

@@ -224,3 +224,24 @@ def vote_and_best_ref(
     if agree < votes_needed:
         return -1, 0, agree, best_index
     return int(keys[winner]), int(actions[start + newest[winner]]), agree, best_index
+
+
+def hwc_to_nchw_ref(
+    images: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    swap_rb: bool,
+    out: np.ndarray,
+) -> np.ndarray:
+    """Fill ``out`` ``(n, 3, h, w)`` float32 from ``images`` ``(n, h, w, 3)`` uint8; return it.
+
+    Output plane ``c`` is ``(x - mean[c]) * float32(1 / std[c])`` in float32, where ``x`` is
+    source channel ``c``, or ``2 - c`` with ``swap_rb`` (BGR→RGB); ``mean`` and ``std``
+    ``(3,)`` float64 are in the output's channel order.
+    """
+    batch = images[..., ::-1] if swap_rb else images
+    for c in range(3):
+        np.subtract(batch[..., c], np.float32(mean[c]), out=out[:, c], dtype=np.float32)
+        if std[c] != 1.0:
+            out[:, c] *= np.float32(1.0 / std[c])
+    return out

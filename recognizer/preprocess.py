@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+import native
 from recognizer.models.manifest import ModelManifest
 from smartgate.errors import ModelError
 
@@ -19,22 +20,16 @@ def to_blob(
     """Stack same-sized ``(h, w, 3)`` uint8 BGR images into a ``(n, 3, h, w)`` float32 blob.
 
     Each channel c becomes ``(x - mean[c]) / std[c]``; ``mean``/``std`` are given in the
-    model's channel order (after the optional BGR→RGB swap).
+    model's channel order (after the optional BGR→RGB swap). A single ``(h, w, 3)`` image gets
+    a batch axis. The work is one pass in ``native.hwc_to_nchw`` (numpy reference:
+    ``native.reference.hwc_to_nchw_ref``).
     """
     batch = np.asarray(images) if not isinstance(images, np.ndarray) else images
     if batch.ndim == 3:
         batch = batch[None]
     if batch.ndim != 4 or batch.shape[3] != 3:
         raise ValueError(f"expected (n, h, w, 3) images, got shape {batch.shape}")
-    if swap_rb:
-        batch = batch[..., ::-1]
-    n, h, w, _ = batch.shape
-    out = np.empty((n, 3, h, w), dtype=np.float32)
-    for c in range(3):
-        np.subtract(batch[..., c], np.float32(mean[c]), out=out[:, c], dtype=np.float32)
-        if std[c] != 1.0:
-            out[:, c] *= np.float32(1.0 / std[c])
-    return out
+    return native.hwc_to_nchw(batch, mean, std, swap_rb)
 
 
 def square_input_size(manifest: ModelManifest) -> int:
