@@ -8,7 +8,7 @@ DATA_DIR ?= smartgate-data
 LISTEN ?= 127.0.0.1:50051
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps models run test test-all lint format typecheck proto bench-native bench-latency bench-accuracy bench-events clean
+.PHONY: help setup system-deps models run test test-all lint format typecheck proto bench-native bench-latency bench-accuracy bench-events bench-peer clean
 
 help:
 	@echo "make run        set up, fetch models, serve with embedded defaults on $(LISTEN)"
@@ -67,6 +67,13 @@ bench-latency: models
 
 bench-accuracy: models
 	$(PY) -m benchmarks.face_accuracy
+
+# The peer library goes into the venv only for this comparison (see benchmarks/peer.py).
+bench-peer: models
+	$(PY) -m pip install -q --no-deps face_recognition==1.3.0
+	$(PY) -m pip install -q dlib-bin face_recognition_models==0.3.0
+	$(PY) -m pytest -q -m peer
+	$(PY) -m benchmarks.peer
 
 bench-events: setup
 	$(PY) -m benchmarks.events_query --events 1000000
