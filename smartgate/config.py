@@ -45,8 +45,10 @@ class CaptureConfig:
     workers: int = 0  # compute workers; 0: one per CPU core
     max_batch: int = 1  # frames per batch (batching pays on wide CPUs and GPUs, not on 2 cores)
     batch_wait_ms: float = 0.0  # how long a worker waits to fill a batch
-    per_gate_limit: int = 2  # frames of one gate waiting; beyond, the oldest is shed
-    max_wait_ms: float = 250.0  # a frame that waited longer is shed (a late decision is worthless)
+    # Frames of one gate waiting; beyond, the oldest is shed. With 1, each gate keeps only its
+    # newest frame waiting and the workers serve the gates in turn (fair under overload).
+    per_gate_limit: int = 1
+    max_wait_ms: float = 200.0  # a frame that waited longer is shed (a late decision is worthless)
     max_queue: int = 256  # frames waiting across all gates
 
     def __post_init__(self) -> None:

@@ -1,0 +1,130 @@
+"""The gate simulator (``smartgate bench``) on a short load: real node, real gRPC, real photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import compute_limit, gates
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+GATE_KEYS = {"gate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "sent", "answered", "shed"}
+
+
+def _site(path: Path, p99_ms: float, duration: float = 2.0) -> Path:
+    path.write_text(
+        f"duration = {duration}\nwarmup = 0.5\n\n"
+        f'[[gate]]\nname = "door"\nlane = "pedestrian"\nfps = 2\np99_ms = {p99_ms}\n'
+        "max_shed_pct = 50\n\n"
+        f'[[gate]]\nname = "barrier"\nlane = "vehicle"\nfps = 1\np99_ms = {p99_ms}\n'
+        "max_shed_pct = 50\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_short_load_writes_json_markdown_and_plots(server, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "bench"
+    argv = ["--server", server.address, "--server-pid", str(os.getpid())]
+    argv += ["--gates", "2", "--vehicle-gates", "1", "--fps", "2", "--duration", "2.5"]
+    argv += ["--warmup", "0.5", "--sweep", "0.5,1", "--passages", "2", "--plots", str(out)]
+    assert gates.main([*argv, "--quiet"]) == 0
+
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert len(report["gates"]) == 2
+    assert [g["lane"] for g in report["gates"]] == ["pedestrian", "vehicle"]
+    for g in report["gates"]:
+        assert set(g) >= GATE_KEYS | {"client_p99_ms", "errors", "stream_error"}
+        assert g["sent"] >= 4 and g["answered"] > 0 and g["stream_error"] is None
+        assert g["answered"] + g["shed"] + g["errors"] + g["missing"] == g["sent"]
+        assert 0 < g["p50_ms"] <= g["p95_ms"] <= g["p99_ms"] <= g["max_ms"]
+        # The camera sees at least what the server spent.
+        assert g["client_p50_ms"] >= g["p50_ms"]
+        assert sum(g["frame_actions"].values()) == g["answered"]
+    stages = report["node"]["stages_mean_ms_by_lane"]
+    assert stages["pedestrian"]["detect"] > 0 and stages["vehicle"]["plates"] > 0
+    node = report["node"]
+    assert {"throughput_fps", "offered_fps", "shed_fps", "cpu", "p99_ms"} <= set(node)
+    assert node["offered_fps"] == 4.0 and node["throughput_fps"] > 0
+    assert node["cpu"]["process_cores"] > 0 and node["stream_errors"] == 0
+    assert [s["factor"] for s in report["sweep"]] == [0.5, 1.0]
+    assert report["main"]["label"] == "1x"
+
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "| door-01 | pedestrian |" in markdown and "| barrier-02 | vehicle |" in markdown
+    assert "offered load:" in markdown and markdown in capsys.readouterr().out
+    for name in ("latency_cdf.png", "load.png", "stages.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 10_000, name
+    assert sorted(Path(p).name for p in report["files"]["plots"]) == [
+        "latency_cdf.png",
+        "load.png",
+        "stages.png",
+    ]
+
+
+def test_site_acceptance_passes_on_a_generous_target(server, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    site = _site(tmp_path / "site.toml", p99_ms=30_000)
+    out = tmp_path / "out"
+    argv = ["--server", server.address, "--site", str(site), "--plots", str(out), "--no-plots"]
+    assert gates.main([*argv, "--passages", "2", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "site: PASS (2/2 gates)" in text
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["site"]["result"] == "PASS"
+    assert [r["result"] for r in report["site"]["gates"]] == ["PASS", "PASS"]
+
+
+def test_site_acceptance_fails_an_impossible_target_with_exit_1(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """Through the real command, with its own embedded node."""
+    site = _site(tmp_path / "site.toml", p99_ms=0.001, duration=1.5)
+    env = {**os.environ, "SMARTGATE_MODELS__CACHE_DIR": str(models_dir)}
+    command = [sys.executable, "-m", "cluster.cli", "--log-level", "WARNING", "bench"]
+    command += ["--site", str(site), "--plots", str(tmp_path / "out"), "--passages", "2"]
+    out = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "site: FAIL (2 of 2 gates failed)" in out.stdout
+    assert "server p99" in out.stdout and "> 0.001 ms" in out.stdout
+    assert "starting an embedded node" in out.stderr  # progress is shown
+    assert (tmp_path / "out" / "latency_cdf.png").read_bytes().startswith(PNG)
+
+
+def test_example_site_file_and_bad_site_files(tmp_path: Path) -> None:
+    site = gates.load_site(ROOT / "benchmarks" / "site_example.toml")
+    assert {g.lane for g in site.gates} == {"pedestrian", "vehicle", "both"}
+    assert all(g.p99_ms and g.fps > 0 for g in site.gates)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[gate]]\nname = "x"\nlane = "tram"\nfps = 1\np99_ms = 100\n')
+    with pytest.raises(ValueError, match="lane must be one of"):
+        gates.load_site(bad)
+    bad.write_text('[[gate]]\nname = "x"\nlane = "vehicle"\nfps = 1\n')
+    with pytest.raises(ValueError, match="missing 'p99_ms'"):
+        gates.load_site(bad)
+    assert gates.main(["--site", str(bad)]) == 2
+
+
+def test_compute_limit_measures_the_models(models_dir: Path) -> None:
+    settings = (compute_limit.SETTINGS[0], compute_limit.SETTINGS[3])
+    report = compute_limit.run(models_dir, seconds=0.3, settings=settings, progress=False)
+    assert [s["label"] for s in report["settings"]] == [s.label for s in settings]
+    assert all(s["fps"] > 0 for s in report["settings"])
+    assert report["best"]["fps"] == max(s["fps"] for s in report["settings"])
+    assert {c["model"] for c in report["per_call"]} == {"retinaface-mnet025", "fr-feature"}
+    assert "ceiling:" in compute_limit.markdown(report)
