@@ -76,7 +76,9 @@ def test_frames_that_waited_too_long_are_shed() -> None:
 def test_batches_fill_up_to_max_batch_or_time_out() -> None:
     fn = Gate()
     fn.release.set()
-    s = _scheduler(fn, workers=1, max_batch=4, batch_wait_ms=200, per_gate_limit=100)
+    s = _scheduler(
+        fn, workers=1, max_batch=4, batch_wait_ms=200, per_gate_limit=100, max_wait_ms=5000
+    )
     futures = [s.submit(f"g{i}", i) for i in range(6)]
     assert [f.result(5) for f in futures] == [i * 10 for i in range(6)]
     assert max(len(b) for b in fn.seen) == 4
