@@ -69,6 +69,8 @@ class ModelsConfig:
     # onnxruntime: threads per session; 0 lets onnxruntime choose.
     intra_op_threads: int = 1
     allow_spinning: bool = False
+    # Score liveness on a second thread while the embedding runs (uses a spare core).
+    parallel_liveness: bool = True
 
 
 @dataclass(frozen=True)

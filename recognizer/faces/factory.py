@@ -50,6 +50,7 @@ def build_face_analyzer(config: Config, warm: bool = True) -> FaceAnalyzer:
         embedder,
         liveness,
         QualityThresholds(q.min_face_px, q.min_sharpness, q.max_yaw_ratio),
+        parallel_liveness=config.models.parallel_liveness,
     )
     if warm:
         analyzer.warm_up()
