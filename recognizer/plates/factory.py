@@ -8,7 +8,13 @@ from pathlib import Path
 from recognizer.backends.base import BackendOptions
 from recognizer.backends.onnxrt import OnnxRuntimeBackend
 from recognizer.models.store import ModelStore
-from recognizer.plates.reader import PlateDetector, PlateReader, PlateRecognizer
+from recognizer.plates.reader import (
+    QUICK_ACCEPT,
+    QUICK_WIDTH,
+    PlateDetector,
+    PlateReader,
+    PlateRecognizer,
+)
 
 DETECTOR = "plate-det"
 RECOGNIZER = "plate-rec"
@@ -22,8 +28,13 @@ def build_plate_reader(
     recognizer: str | os.PathLike[str] = RECOGNIZER,
     long_side: int | None = None,
     warm: bool = True,
+    quick_accept: float | None = QUICK_ACCEPT,
+    quick_width: int = QUICK_WIDTH,
 ) -> PlateReader:
     """A ``PlateReader`` over the models in ``cache_dir`` (names or manifest paths).
+
+    ``quick_accept`` / ``quick_width``: the reader's quick first reading (see
+    ``PlateReader``; ``quick_accept=None`` always pads lines to 320).
 
     Raises ``ModelError`` naming every missing or altered model (``smartgate models
     fetch`` fixes the built-in ones).
@@ -35,6 +46,8 @@ def build_plate_reader(
             OnnxRuntimeBackend(det_model, options), det_model.manifest, long_side=long_side
         ),
         PlateRecognizer(OnnxRuntimeBackend(rec_model, options), rec_model.manifest),
+        quick_accept=quick_accept,
+        quick_width=quick_width,
     )
     if warm:
         reader.warm_up()

@@ -42,11 +42,13 @@ from enum import StrEnum
 __all__ = [
     "PLATE_CHARACTERS",
     "PROVINCES",
+    "SERIAL_LOOKALIKES",
     "SUFFIXES",
     "PlateFormat",
     "classify",
     "is_separator",
     "normalize",
+    "serial_start",
 ]
 
 # The 31 mainland province-level abbreviations.
@@ -59,6 +61,8 @@ EMBASSY_PREFIX = "使"
 # Every character a mainland plate can show: the recogniser's decoding vocabulary when the
 # reader restricts it to plates.
 PLATE_CHARACTERS = PROVINCES + LETTERS + DIGITS + SUFFIXES + EMBASSY_PREFIX
+# In the serial part ``normalize`` reads the first of each pair as the second.
+SERIAL_LOOKALIKES = (("O", "0"), ("I", "1"))
 
 # What the recogniser may put between characters; never part of a plate number.
 # (U+00B7 middle dot, U+2022 bullet, U+30FB katakana middle dot, full stops and colons in
@@ -109,8 +113,17 @@ def normalize(raw: str) -> str:
     (``使`` + six digits). ``"皖a·z576j"`` → ``"皖AZ576J"``; ``"浙D-335DZ"`` → ``"浙D335DZ"``.
     """
     text = _SEPARATORS.sub("", unicodedata.normalize("NFKC", raw)).upper()
-    head = 1 if text.startswith(EMBASSY_PREFIX) else 2
-    return text[:head] + text[head:].replace("O", "0").replace("I", "1")
+    head = serial_start(text)
+    serial = text[head:]
+    for letter, digit in SERIAL_LOOKALIKES:
+        serial = serial.replace(letter, digit)
+    return text[:head] + serial
+
+
+def serial_start(text: str) -> int:
+    """Where the serial part of a plate text starts: after the province character and the
+    authority letter, or after ``使`` for embassy plates."""
+    return 1 if text.startswith(EMBASSY_PREFIX) else 2
 
 
 def is_separator(char: str) -> bool:

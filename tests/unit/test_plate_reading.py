@@ -76,6 +76,9 @@ def test_line_reading_needs_one_confidence_per_character() -> None:
     assert LineReading("皖A", np.ones(2, np.float32)).text == "皖A"
     with pytest.raises(ValueError, match=r"confidences: expected shape \(2,\)"):
         LineReading("皖A", np.ones(3, np.float32))
+    assert LineReading("皖A", np.ones(2, np.float32)).merged_confidences is None
+    with pytest.raises(ValueError, match=r"merged_confidences: expected shape \(2,\)"):
+        LineReading("皖A", np.ones(2, np.float32), np.ones(1, np.float32))
 
 
 @pytest.mark.parametrize("height", [3, 48, 144, 145])

@@ -7,10 +7,12 @@ import pytest
 from recognizer.plates.text import (
     PLATE_CHARACTERS,
     PROVINCES,
+    SERIAL_LOOKALIKES,
     PlateFormat,
     classify,
     is_separator,
     normalize,
+    serial_start,
 )
 
 
@@ -115,3 +117,13 @@ def test_plate_characters_cover_every_format() -> None:
 )
 def test_is_separator(char: str, expected: bool) -> None:
     assert is_separator(char) is expected
+
+
+@pytest.mark.parametrize(("text", "start"), [("皖AZ576J", 2), ("使014578", 1), ("", 2), ("皖", 2)])
+def test_serial_start(text: str, start: int) -> None:
+    assert serial_start(text) == start
+
+
+def test_serial_lookalikes_are_what_normalize_reads_alike() -> None:
+    for letter, digit in SERIAL_LOOKALIKES:
+        assert normalize(f"皖{letter}{letter}2345") == f"皖{letter}{digit}2345"
