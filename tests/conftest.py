@@ -102,3 +102,12 @@ def channel(server) -> Iterator[grpc.Channel]:  # type: ignore[no-untyped-def]
     with grpc.insecure_channel(server.address) as ch:
         grpc.channel_ready_future(ch).result(timeout=10)
         yield ch
+
+
+@pytest.fixture(scope="session")
+def cjk_font() -> None:
+    """Synthetic plates need a CJK font (`make test` installs fonts-noto-cjk): fail, not skip."""
+    from synth_plates import FONT_MISSING, font_available
+
+    if not font_available():
+        pytest.fail(FONT_MISSING)

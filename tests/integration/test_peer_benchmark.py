@@ -17,10 +17,14 @@ from benchmarks.datasets import face_labels
 
 pytestmark = [pytest.mark.integration, pytest.mark.peer]
 
-try:
-    peer.import_peer()
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    pytest.skip(str(exc), allow_module_level=True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _peer_installed() -> None:
+    """Selected only by `make bench-peer`, which installs the peer first; fail loudly if not."""
+    try:
+        peer.import_peer()
+    except ImportError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from synth_plates import CASES, FONT_MISSING, SynthCase, font_available, render_plate
+from synth_plates import CASES, SynthCase, render_plate
 
 from recognizer.plates.color import PlateColor, color_evidence, plate_color
 
-needs_font = pytest.mark.skipif(not font_available(), reason=FONT_MISSING)
+needs_font = pytest.mark.usefixtures("cjk_font")
 
 
 def _lit(image: np.ndarray, gain: float, cast: tuple[float, float, float]) -> np.ndarray:
