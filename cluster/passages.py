@@ -284,7 +284,7 @@ class Passages:
         event = make_event(
             community=community,
             gate=gate,
-            device=device,
+            device=device or UNKNOWN_DEVICE,
             kind=kind,  # type: ignore[arg-type]
             action=action.name,  # type: ignore[arg-type]
             track_id=track_id,
@@ -298,7 +298,7 @@ class Passages:
             plate=(best.plate if best else None) if kind == "plate" else None,
             role=best.role if best else None,
         )
-        if not self.events.writer.submit(event, best.thumbnail if best else None):
+        if not self.events.writer.submit(event, (best.thumbnail or None) if best else None):
             log.warning("event %s dropped: the event queue is full", event.id)
 
     def _alert_now(

@@ -326,3 +326,17 @@ def test_passages_reach_redis_and_survive_a_redis_outage(
         finally:
             client.close()
             site.close()
+
+
+def test_snapshot_frames_are_passages_of_their_own(site: Site, faces_dir: Path) -> None:
+    """Capture.Submit (snapshot cameras, no device id here): each frame is one passage."""
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    photo = (faces_dir / "examples_obama2.jpg").read_bytes()
+    for seq in range(2):
+        d = site.capture.Submit(
+            capture_pb2.Frame(community="c1", gate="kiosk", seq=seq, image=photo)
+        )
+        assert d.action == capture_pb2.ACTION_OPEN
+    events = site.events(gate="kiosk")
+    assert len(events) == 2 and {e.device for e in events} == {"unknown"}
+    assert all(e.person_id == "obama" and e.has_thumbnail for e in events)
