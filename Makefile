@@ -8,7 +8,7 @@ DATA_DIR ?= smartgate-data
 LISTEN ?= 127.0.0.1:50051
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps models run test test-all lint format typecheck proto bench-native bench-latency bench-accuracy bench-events bench-peer clean
+.PHONY: help setup system-deps models run test test-all lint format typecheck proto bench-native bench-latency bench-accuracy bench-events bench-peer bench-index clean
 
 help:
 	@echo "make run        set up, fetch models, serve with embedded defaults on $(LISTEN)"
@@ -74,6 +74,9 @@ bench-peer: models
 	$(PY) -m pip install -q dlib-bin face_recognition_models==0.3.0
 	$(PY) -m pytest -q -m peer
 	$(PY) -m benchmarks.peer
+
+bench-index: setup
+	$(PY) -m benchmarks.index_scale
 
 bench-events: setup
 	$(PY) -m benchmarks.events_query --events 1000000

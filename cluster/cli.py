@@ -626,6 +626,10 @@ def cmd_vehicle(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if "--index" in args.bench_args:  # index scale: search latency and recall against size
+        from benchmarks import index_scale
+
+        return index_scale.main([a for a in args.bench_args if a != "--index"])
     from benchmarks import gates
 
     config = ["--config", str(args.config)] if args.config else []

@@ -2,15 +2,42 @@
 
 Vectors are L2-normalised float32 embeddings, so inner product is cosine similarity.
 
+Index kinds (``IndexPolicy``): ``"flat"``, exact (``IndexFlatIP``), for small communities;
+from ``IndexPolicy.exact_below`` templates on, ``"pq"``: every template scanned as a 64-byte
+4-bit product-quantised code (``IndexPQFastScan``), the best ``pq_rerank`` x k re-scored exactly
+against the stored vectors; or ``"hnsw"`` (``IndexHNSWFlat``). ``benchmarks/index_scale.py``
+measured the crossing and the parameters (``indexer/README.md``).
+
+Rows and tombstones: the FAISS index is labelled by row (insertion order); ``_Rows`` maps rows
+to template ids and keeps a bitmap of the live ones. ``remove`` only clears bits (HNSW cannot
+remove, and compacting a flat index moves every later row). Flat and HNSW searches pass the
+bitmap as an ``IDSelectorBitmap``, so FAISS skips dead rows while it collects the top k; PQ
+fast-scan takes no selector, so its candidates are filtered before re-scoring. Approximate
+kinds widen their candidates (beam) by the dead share. Once dead rows pass
+``IndexPolicy.max_dead_share`` of the index, or the size crosses the threshold, a rebuild
+compacts the rows (or changes the kind).
+
+Rebuilds (``FaceIndex.rebuild``) run in a background thread: it copies the live rows as of its
+start in chunks, each under the read lock, builds the new index outside any lock while searches
+and writes go on against the old one (writes are also logged), then, under the write lock,
+replays the logged adds and removes onto the new index and swaps it in. No search waits for the
+build and no write is lost. While it runs, the old and the new index are both in memory.
+
 Locking: FAISS CPU indexes are safe for concurrent searches but not for a search running
-while the index changes (``add`` may reallocate the storage a search reads; ``remove`` compacts
-it). ``FaceIndex`` therefore guards itself with a readers-writer lock: searches share it (FAISS
-releases the GIL, so they really run in parallel), ``add``/``remove`` take it exclusively.
+while the index changes (``add`` may reallocate the storage a search reads). ``FaceIndex``
+therefore guards itself with a readers-writer lock: searches share it (FAISS releases the GIL,
+so they really run in parallel), ``add``/``remove`` and the swap take it exclusively.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
+import logging
+import math
 import threading
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 import faiss
 import numpy as np
@@ -18,10 +45,17 @@ import numpy as np
 from indexer.locks import RWLock
 from smartgate.errors import AlreadyExistsError, InvalidInputError
 
-# FAISS sends query batches smaller than this threshold down a slow non-BLAS path; the
-# project's measurements (docs: PLATFORM.md) show 100k x 512 with 64 queries going from
-# ~223 ms to ~35-40 ms with 20. The setting is process-wide.
-faiss.cvar.distance_compute_blas_threshold = 20
+_log = logging.getLogger(__name__)
+#: faiss's bundled stubs lack ``SearchParametersHNSW`` and ``knn_inner_products_by_idx``.
+_faiss: Any = faiss
+
+# In faiss 1.15 a flat search takes the BLAS path once ``n_queries * dim`` reaches this
+# threshold (older versions compared ``n_queries`` alone); the default, 128000, keeps batches of
+# up to 249 512-d queries on the slower per-vector path. On one thread, 512-d, 10k and 100k
+# vectors (benchmarks/index_scale.py and the notes in indexer/README.md), BLAS wins from ~8
+# queries on but is 4-7x slower for one query (10k: 2.8 ms against 0.4 ms): 8 x 512. The
+# setting is process-wide. Searches that skip tombstones always take the per-vector path.
+faiss.cvar.distance_compute_blas_threshold = 8 * 512
 
 _search_threads = 1
 _thread_state = threading.local()
@@ -101,32 +135,317 @@ def check_ids(ids: object, what: str = "ids") -> np.ndarray:
     return out
 
 
-class FaceIndex:
-    """Exact cosine search over ``dim``-dimensional templates, each keyed by a template id.
+IndexKind = Literal["flat", "pq", "hnsw"]
+INDEX_KINDS: Final[tuple[IndexKind, ...]] = ("flat", "pq", "hnsw")
 
-    FAISS ``IndexIDMap2(IndexFlatIP(dim))``; thread-safe (see the module docstring).
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """Which FAISS index a community's templates get, and when it is rebuilt.
+
+    * ``exact_below``: exact search (``"flat"``, ``IndexFlatIP``) below this many live
+      templates, ``approximate`` from it on. An approximate index goes back to exact only below
+      half of it (no flapping at the edge).
+    * ``approximate``: ``"pq"`` (the default: every template scanned as a 4-bit product-quantised
+      code, ``IndexPQFastScan``, then the best ``pq_rerank`` x k candidates re-scored exactly) or
+      ``"hnsw"`` (``IndexHNSWFlat``, a graph: sub-linear, but on face-like data it misses
+      matches at 1M unless its beam is wide, see ``indexer/README.md``).
+    * ``pq_m``: sub-quantizers (4 bits each; ``gcd(pq_m, dim)`` of them): 128 gives 64-byte codes
+      at 512-d. ``pq_rerank``: candidates re-scored exactly per result asked for (k).
+    * ``hnsw_m``, ``hnsw_ef_construction``, ``hnsw_ef_search``: the HNSW graph's links per node,
+      its build-time and its search-time beam width (raised to ``k`` for larger ``k``).
+    * ``max_dead_share``: removed rows still in the index (tombstones) above this share of it
+      trigger a compacting rebuild. Approximate searches widen their candidates (beam) by it.
+    * ``build_threads``: OpenMP threads of a background rebuild. 1: on the shared 2-core machine,
+      2 threads made FAISS's k-means ~60x slower (OpenMP threads spinning at barriers while
+      the other processes hold the cores), and it leaves a core to the models.
+    * ``auto``: rebuild by itself when the kind should change or tombstones pile up; with
+      ``False`` only ``FaceIndex.rebuild`` rebuilds.
+
+    The defaults come from ``benchmarks/index_scale.py`` (see ``indexer/README.md``).
     """
 
-    def __init__(self, dim: int) -> None:
+    exact_below: int = 20_000
+    approximate: IndexKind = "pq"
+    pq_m: int = 128
+    pq_rerank: int = 200
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    max_dead_share: float = 0.1
+    build_threads: int = 1
+    auto: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (
+            "exact_below",
+            "pq_m",
+            "pq_rerank",
+            "hnsw_m",
+            "hnsw_ef_construction",
+            "hnsw_ef_search",
+            "build_threads",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        if self.approximate not in ("pq", "hnsw"):
+            raise InvalidInputError(f"approximate must be pq or hnsw, got {self.approximate!r}")
+        if not 0.0 < self.max_dead_share <= 1.0:
+            raise InvalidInputError(
+                f"max_dead_share must be in (0, 1], got {self.max_dead_share!r}"
+            )
+
+    def kind_for(self, live: int, current: IndexKind | None = None) -> IndexKind:
+        """The kind for ``live`` templates, given the ``current`` one (hysteresis)."""
+        threshold = self.exact_below // 2 if current not in (None, "flat") else self.exact_below
+        return self.approximate if live >= threshold else "flat"
+
+
+DEFAULT_POLICY: Final = IndexPolicy()
+
+#: Rows copied per read-lock hold while a rebuild snapshots the old index (~8 MB at 512-d).
+_SNAPSHOT_CHUNK: Final = 4096
+#: One background build at a time in the process: restoring many large communities at once
+#: must not start as many builds.
+_BUILD_SLOT = threading.Semaphore(1)
+#: A product quantiser is trained on at most this many templates (evenly spread rows; its
+#: k-means samples 16 x 256 of them per sub-quantizer anyway).
+_PQ_TRAIN_ROWS: Final = 16_384
+#: ... and needs at least 16 (one per 4-bit centroid); fewer get an exact index.
+_PQ_MIN_ROWS: Final = 16
+
+
+class _Rows:
+    """One FAISS index labelled by row, the template id of each row and the live-row bitmap.
+
+    ``"flat"`` and ``"hnsw"`` keep the float vectors in their FAISS index; ``"pq"`` keeps them
+    in an ``IndexFlatIP`` beside its codes, for exact re-scoring. Not locked itself:
+    ``FaceIndex`` holds its write lock around ``append`` and ``kill``, its read lock around the
+    rest.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kind: IndexKind,
+        policy: IndexPolicy,
+        train: np.ndarray | None = None,
+    ) -> None:
+        self.dim = dim
+        self.kind: IndexKind = kind
+        self.policy = policy
+        self.index: Any
+        self.store: Any  # holds the float vectors
+        if kind == "flat":
+            self.index = self.store = faiss.IndexFlatIP(dim)
+        elif kind == "hnsw":
+            self.index = faiss.IndexHNSWFlat(dim, policy.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self.index.hnsw.efConstruction = policy.hnsw_ef_construction
+            self.store = faiss.downcast_index(self.index.storage)
+        else:
+            if train is None or len(train) < _PQ_MIN_ROWS:
+                raise ValueError(f"a pq index needs >= {_PQ_MIN_ROWS} training vectors")
+            m = math.gcd(policy.pq_m, dim)
+            self.index = faiss.IndexPQFastScan(dim, m, 4, faiss.METRIC_INNER_PRODUCT)
+            self.index.pq.cp.min_points_per_centroid = 1  # small communities: no warning
+            self.index.train(train)
+            self.store = faiss.IndexFlatIP(dim)
+        self.row_ids = np.empty(0, np.int64)  # capacity >= n_rows; row -> template id
+        self.live = np.zeros(0, np.uint8)  # bit r of the bitmap: row r is live
+        self.n_rows = 0
+        self.n_dead = 0
+        # The search parameters, replaced only under the write lock. FAISS keeps neither the
+        # selector nor the bitmap it points into alive: this object does.
+        self._selector: faiss.IDSelectorBitmap | None = None
+        self.params: faiss.SearchParameters | None = None
+        self._reserve(1)
+
+    def _reserve(self, rows: int) -> None:
+        if rows > len(self.row_ids):
+            capacity = max(rows, 2 * len(self.row_ids), 64)
+            grown = np.empty(capacity, np.int64)
+            grown[: self.n_rows] = self.row_ids[: self.n_rows]
+            self.row_ids = grown
+            bitmap = np.zeros((capacity + 7) // 8, np.uint8)
+            bitmap[: len(self.live)] = self.live
+            self.live = bitmap
+            self._refresh_params()  # the selector pointed into the old bitmap
+
+    def _refresh_params(self) -> None:
+        # Fresh objects: a search still using the old ones held the read lock, so it ended
+        # before the write lock this runs under was granted.
+        self._selector = None
+        self.params = None
+        if self.n_dead and self.kind != "pq":  # fast-scan takes no selector: re-scoring skips
+            self._selector = faiss.IDSelectorBitmap(len(self.live), faiss.swig_ptr(self.live))
+            self.params = faiss.SearchParameters()
+            self.params.sel = self._selector
+
+    def append(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """Add rows for ``ids``; returns their row numbers."""
+        start, n = self.n_rows, len(ids)
+        self._reserve(start + n)
+        self.index.add(vectors)
+        if self.kind == "pq":
+            self.store.add(vectors)
+        rows = np.arange(start, start + n, dtype=np.int64)
+        self.row_ids[start : start + n] = ids
+        np.bitwise_or.at(self.live, rows >> 3, (1 << (rows & 7)).astype(np.uint8))
+        self.n_rows += n
+        return rows
+
+    def kill(self, rows: np.ndarray) -> None:
+        """Mark ``rows`` (live, distinct) dead."""
+        if len(rows) == 0:
+            return
+        np.bitwise_and.at(self.live, rows >> 3, (~(1 << (rows & 7))).astype(np.uint8))
+        first = self.n_dead == 0
+        self.n_dead += len(rows)
+        if first:
+            self._refresh_params()
+
+    def dead_share(self) -> float:
+        return self.n_dead / self.n_rows if self.n_rows else 0.0
+
+    def vectors(self) -> np.ndarray:
+        """A view of the stored vectors ``(n_rows, dim)``: valid until the next ``append``."""
+        flat = faiss.rev_swig_ptr(self.store.get_xb(), self.n_rows * self.dim)
+        out: np.ndarray = flat.reshape(self.n_rows, self.dim)
+        return out
+
+    def is_live(self, rows: np.ndarray) -> np.ndarray:
+        """Whether each of ``rows`` (any shape, each in ``[0, n_rows)``) is live."""
+        out: np.ndarray = ((self.live[rows >> 3] >> (rows & 7).astype(np.uint8)) & 1) == 1
+        return out
+
+    def live_rows(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the ids and vectors of the live rows in ``[lo, hi)``; ``lo % 8 == 0``."""
+        bits = np.unpackbits(self.live[lo >> 3 : (hi + 7) >> 3], bitorder="little", count=hi - lo)
+        live = bits.astype(bool)
+        return self.row_ids[lo:hi][live], self.vectors()[lo:hi][live]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # Approximate kinds widen their candidates by the dead share: tombstones take places
+        # among them (HNSW's beam walks through them; PQ candidates are filtered after).
+        widen = 1.0 / (1.0 - min(self.dead_share(), 0.9))
+        if self.kind == "pq":
+            similarities, labels = self._search_pq(queries, k, widen)
+        else:
+            params = self.params
+            if self.kind == "hnsw":
+                ef = math.ceil(max(self.policy.hnsw_ef_search, k) * widen)
+                params = _faiss.SearchParametersHNSW(efSearch=ef)
+                if self._selector is not None:
+                    params.sel = self._selector
+            similarities, labels = self.index.search(queries, k, params=params)
+        found = labels >= 0
+        ids = np.where(found, self.row_ids[np.where(found, labels, 0)], -1)
+        similarities[~found] = -np.inf
+        return similarities, ids
+
+    def _search_pq(
+        self, queries: np.ndarray, k: int, widen: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scan the codes for candidates, re-score the live ones exactly, keep the best k.
+
+        ``queries`` must be C-contiguous (``check_vectors`` makes them so).
+        """
+        nq, n = len(queries), self.n_rows
+        similarities = np.full((nq, k), -np.inf, np.float32)
+        labels = np.full((nq, k), -1, np.int64)
+        if n == 0:
+            return similarities, labels
+        depth = min(n, math.ceil(k * self.policy.pq_rerank * widen))
+        _, candidates = self.index.search(queries, depth)
+        if self.n_dead:
+            candidates[~self.is_live(np.maximum(candidates, 0))] = -1
+        # FAISS's re-scorer stops at a row's first -1: move them last (descending order).
+        candidates = -np.sort(-candidates, axis=1)
+        _faiss.knn_inner_products_by_idx(
+            faiss.swig_ptr(queries),
+            self.store.get_xb(),
+            faiss.swig_ptr(candidates),
+            self.dim,
+            nq,
+            n,
+            depth,
+            k,
+            faiss.swig_ptr(similarities),
+            faiss.swig_ptr(labels),
+            depth,  # the row stride (its default, -1, strides by n)
+        )
+        return similarities, labels
+
+
+#: A write made while a rebuild runs: ("add", ids, vectors) or ("remove", ids, None).
+_Write = tuple[Literal["add", "remove"], np.ndarray, np.ndarray | None]
+
+
+@dataclass
+class _Rebuild:
+    """One background rebuild: what it builds, the writes made since its snapshot, its end."""
+
+    kind: IndexKind | None  # None: the policy's choice once the snapshot is taken
+    log: list[_Write] = field(default_factory=list)
+    logging: bool = False  # set under the write lock when the snapshot is taken
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+
+class FaceIndex:
+    """Cosine search over ``dim``-dimensional templates, each keyed by a template id.
+
+    Exact or approximate by size, as ``policy`` (default ``DEFAULT_POLICY``) says;
+    rebuilt in the background when the kind should change, when tombstones pile up, or on
+    ``rebuild``. Thread-safe (see the module docstring).
+    """
+
+    def __init__(self, dim: int, policy: IndexPolicy | None = None) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        if policy is not None and not isinstance(policy, IndexPolicy):
+            raise InvalidInputError(f"policy must be an IndexPolicy, got {type(policy).__name__}")
         self._dim = dim
-        self._flat = faiss.IndexFlatIP(dim)
-        self._index = faiss.IndexIDMap2(self._flat)
-        self._ids: set[int] = set()
+        self._policy = policy or DEFAULT_POLICY
+        self._rows = _Rows(dim, "flat", self._policy)
+        self._row_of: dict[int, int] = {}  # live template id -> row
         self._lock = RWLock()
+        self._rebuild: _Rebuild | None = None
+        self._rebuild_mutex = threading.Lock()  # starting and finishing rebuilds
 
     @property
     def dim(self) -> int:
         return self._dim
 
     @property
+    def policy(self) -> IndexPolicy:
+        return self._policy
+
+    @property
     def ntotal(self) -> int:
-        """The number of templates in the index."""
-        return int(self._index.ntotal)
+        """The number of templates in the index (removed ones not counted)."""
+        return len(self._row_of)
+
+    @property
+    def kind(self) -> IndexKind:
+        """``"flat"`` (exact), ``"pq"`` or ``"hnsw"``: the index searches run on now."""
+        return self._rows.kind
+
+    @property
+    def tombstones(self) -> int:
+        """Removed templates still in the FAISS index, skipped by searches until a rebuild."""
+        return self._rows.n_dead
+
+    @property
+    def rebuilding(self) -> bool:
+        """Whether a rebuild is running (or waiting for the process's build slot)."""
+        return self._rebuild is not None
 
     def __contains__(self, template_id: object) -> bool:
-        return template_id in self._ids
+        return template_id in self._row_of
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add ``vectors`` ``(n, dim)`` float32, unit rows, under ``ids`` ``(n,)`` int64.
@@ -147,12 +466,17 @@ class FaceIndex:
         new = ids.tolist()
         if len(set(new)) != len(new):
             raise InvalidInputError("ids must be unique within one add")
+        _apply_search_threads()  # an HNSW or PQ add runs OpenMP too
         with self._lock.write():
-            present = self._ids.intersection(new)
+            present = [i for i in new if i in self._row_of]
             if present:
                 raise AlreadyExistsError(f"template ids already indexed: {sorted(present)[:10]}")
-            self._index.add_with_ids(vectors, ids)
-            self._ids.update(new)
+            rows = self._rows.append(ids, vectors)
+            self._row_of.update(zip(new, rows.tolist(), strict=True))
+            job = self._rebuild
+            if job is not None and job.logging:
+                job.log.append(("add", ids.copy(), vectors.copy()))
+        self._maybe_rebuild()
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove the templates ``ids`` ``(n,)``; unknown ids are ignored. Returns how many went."""
@@ -160,19 +484,22 @@ class FaceIndex:
         if len(ids) == 0:
             return 0
         with self._lock.write():
-            # IDSelectorBatch (a hash set) rather than IDSelectorArray (a scan per stored id).
-            removed = int(
-                self._index.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids)))
-            )
-            self._ids.difference_update(ids.tolist())
-        return removed
+            rows = [self._row_of.pop(i) for i in set(ids.tolist()) if i in self._row_of]
+            self._rows.kill(np.array(rows, np.int64))
+            job = self._rebuild
+            if rows and job is not None and job.logging:
+                job.log.append(("remove", ids.copy(), None))
+        if rows:
+            self._maybe_rebuild()
+        return len(rows)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most similar templates of each query.
 
         ``queries``: ``(q, dim)`` float32 unit rows. Returns ``similarities`` ``(q, k)`` float32
         in descending order and ``ids`` ``(q, k)`` int64; slots beyond the index's size hold id
-        ``-1`` and similarity ``-inf``.
+        ``-1`` and similarity ``-inf``. Exact below the policy's threshold, approximate above
+        it (the similarities of what it returns are exact either way).
         """
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
@@ -182,6 +509,184 @@ class FaceIndex:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
         _apply_search_threads()
         with self._lock.read():
-            similarities, ids = self._index.search(queries, k)
-        similarities[ids < 0] = -np.inf
-        return similarities, ids
+            return self._rows.search(queries, k)
+
+    # -- rebuilds ------------------------------------------------------------------------
+
+    def rebuild(
+        self, kind: IndexKind | None = None, *, wait: bool = True, timeout: float | None = None
+    ) -> bool:
+        """Rebuild the FAISS index from the current templates, as ``kind`` (default: what the
+        policy picks for the size), in a background thread, without stopping searches or writes.
+
+        Joins a rebuild already running when it builds the same kind (or ``kind`` is None):
+        that one replays every write made before its swap too; one of another kind is let
+        finish first. With ``wait`` (the default), returns once the new index is in use
+        (``True``) or ``timeout`` seconds passed (``False``), and raises what the build raised;
+        without it, returns ``True`` once the rebuild is under way. With ``policy.auto``, a
+        kind the policy disagrees with lasts until the policy's own rebuild, started right
+        after this one.
+        """
+        if kind is not None and kind not in INDEX_KINDS:
+            raise InvalidInputError(f"kind must be one of {', '.join(INDEX_KINDS)}; got {kind!r}")
+        while True:
+            with self._rebuild_mutex:
+                job = self._rebuild
+                if job is None:
+                    job = self._start_rebuild(kind)
+                    break
+                if job.kind is None:  # not started yet: it builds what we ask for
+                    job.kind = kind
+                    break
+                if kind in (None, job.kind):
+                    break
+            job.done.wait()  # another kind is being built: let it finish, then build ours
+        if not wait:
+            return True
+        if not job.done.wait(timeout):
+            return False
+        if job.error is not None:
+            raise job.error
+        return True
+
+    def wait_rebuild(self, timeout: float | None = None) -> bool:
+        """Wait for a running rebuild (and any it triggers) to end; ``False`` on timeout."""
+        while True:
+            job = self._rebuild
+            if job is None:
+                return True
+            if not job.done.wait(timeout):
+                return False
+
+    def stop_rebuild(self, timeout: float | None = None) -> None:
+        """Abandon a running rebuild (the current index stays) and wait for its thread."""
+        with self._rebuild_mutex:
+            job = self._rebuild
+            if job is not None:
+                job.cancelled.set()
+        if job is not None and job.thread is not None:
+            job.thread.join(timeout)
+
+    def _needs_rebuild(self) -> bool:
+        rows = self._rows
+        target = self._policy.kind_for(len(self._row_of), rows.kind)
+        return target != rows.kind or rows.dead_share() > self._policy.max_dead_share
+
+    def _maybe_rebuild(self) -> None:
+        if self._policy.auto and self._rebuild is None and self._needs_rebuild():
+            with self._rebuild_mutex:
+                if self._rebuild is None:
+                    self._start_rebuild(None)
+
+    def _start_rebuild(self, kind: IndexKind | None) -> _Rebuild:
+        # Under self._rebuild_mutex.
+        job = _Rebuild(kind)
+        job.thread = threading.Thread(
+            target=self._run_rebuild, args=(job,), name="face-index-rebuild", daemon=True
+        )
+        self._rebuild = job
+        job.thread.start()
+        return job
+
+    def _run_rebuild(self, job: _Rebuild) -> None:
+        try:
+            while not _BUILD_SLOT.acquire(timeout=0.05):
+                if job.cancelled.is_set():
+                    return
+            try:
+                if not job.cancelled.is_set():
+                    self._build_and_swap(job)
+            finally:
+                _BUILD_SLOT.release()
+        except BaseException as exc:  # the old index stays; rebuild() raises it
+            job.error = exc
+            _log.warning("face index rebuild failed: %r", exc)
+        finally:
+            with self._lock.write():  # no write logs into a finished job
+                job.logging = False
+                job.log.clear()
+                with self._rebuild_mutex:
+                    self._rebuild = None
+                    # A follow-up (it grew past the threshold meanwhile, say) starts before
+                    # this one reports done, so wait_rebuild() sees it.
+                    ok = job.error is None and not job.cancelled.is_set()
+                    if ok and self._policy.auto and self._needs_rebuild():
+                        self._start_rebuild(None)
+            job.done.set()
+
+    def _new_pq_rows(self, chunks: list[tuple[np.ndarray, np.ndarray]]) -> _Rows:
+        """An empty pq ``_Rows`` trained on the chunks' vectors (flat when too few)."""
+        total = sum(len(ids) for ids, _ in chunks)
+        if total < _PQ_MIN_ROWS:
+            return _Rows(self._dim, "flat", self._policy)
+        stride = max(1, total // _PQ_TRAIN_ROWS)
+        vectors = np.concatenate([v for _, v in chunks]) if stride == 1 else None
+        if vectors is None:  # every stride-th row, without joining them all first
+            picked, offset = [], 0
+            for _, v in chunks:
+                picked.append(v[(-offset) % stride :: stride])
+                offset += len(v)
+            vectors = np.concatenate(picked)
+        return _Rows(self._dim, "pq", self._policy, train=vectors[:_PQ_TRAIN_ROWS])
+
+    def _build_and_swap(self, job: _Rebuild) -> None:
+        faiss.omp_set_num_threads(self._policy.build_threads)  # this thread's OpenMP setting
+        with self._lock.write(), self._rebuild_mutex:
+            source = self._rows
+            end = source.n_rows
+            kind = job.kind or self._policy.kind_for(len(self._row_of), source.kind)
+            job.kind = kind
+            job.logging = True
+        chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        built: _Rows | None = None
+        if kind != "pq":  # built as the chunks come; pq first trains on all of them
+            built = _Rows(self._dim, kind, self._policy)
+        for lo in range(0, end, _SNAPSHOT_CHUNK):
+            if job.cancelled.is_set():
+                return
+            # Rows below `end` never change, but an add may move them: copy under the lock.
+            with self._lock.read():
+                chunk = source.live_rows(lo, min(end, lo + _SNAPSHOT_CHUNK))
+            if built is None:
+                chunks.append(chunk)
+            else:
+                built.append(*chunk)
+        if built is None:
+            built = self._new_pq_rows(chunks)
+            pending = collections.deque(chunks)
+            del chunks
+            while pending:  # each chunk freed once added
+                if job.cancelled.is_set():
+                    return
+                built.append(*pending.popleft())
+        row_of = dict(zip(built.row_ids[: built.n_rows].tolist(), range(built.n_rows), strict=True))
+        # Replay the writes logged meanwhile: the bulk outside the lock (the new index is still
+        # ours alone), the last few under it, then swap.
+        for round_ in itertools.count():
+            with self._lock.write():
+                if job.cancelled.is_set():
+                    return
+                log, job.log = job.log, []
+                if len(log) <= _REPLAY_UNDER_LOCK or round_ >= _REPLAY_ROUNDS:
+                    _replay(log, built, row_of)
+                    job.logging = False
+                    self._rows, self._row_of = built, row_of
+                    return
+            _replay(log, built, row_of)
+
+
+#: A rebuild swaps once at most this many logged writes remain to replay under the write lock
+#: (or after this many rounds of replaying outside it).
+_REPLAY_UNDER_LOCK: Final = 64
+_REPLAY_ROUNDS: Final = 8
+
+
+def _replay(log: list[_Write], built: _Rows, row_of: dict[int, int]) -> None:
+    for op, ids, added in log:  # in order: an id may be removed and added again
+        if op == "add":
+            assert added is not None
+            rows = built.append(ids, added)
+            row_of.update(zip(ids.tolist(), rows.tolist(), strict=True))
+        else:
+            gone = [row_of.pop(i) for i in set(ids.tolist()) if i in row_of]
+            built.kill(np.array(gone, np.int64))

@@ -2,6 +2,10 @@
 
 ``FaceRegistry`` keeps every community's templates twice: durably in the ``Store`` (SQLite)
 and searchably in a ``FaceIndex`` (FAISS), rebuilt from the store when the registry is opened.
+Each index follows the registry's ``IndexPolicy``: exact while small, approximate past the
+policy's threshold, switched (and compacted) by a background rebuild that searches and
+enrolments do not wait for; ``rebuild`` asks for one. A large community reopens exact (a copy
+of the stored vectors, immediate) and turns approximate once its background build is done.
 
 Consistency and locking:
 
@@ -27,7 +31,7 @@ from typing import Final
 import numpy as np
 
 import native
-from indexer.face_index import FaceIndex, check_vectors
+from indexer.face_index import FaceIndex, IndexKind, IndexPolicy, check_vectors
 from indexer.locks import RWLock
 from indexer.store import Store
 from indexer.types import ROLES, Identification, Person, Role
@@ -83,13 +87,19 @@ class FaceRegistry:
     """Persons and face templates of every community, persisted under ``data_dir``.
 
     ``dim`` is the width of the embedder's vectors; every embedding passed in must be a
-    float32, finite, L2-normalised ``dim``-vector. Thread-safe.
+    float32, finite, L2-normalised ``dim``-vector. ``policy`` picks each community's index kind
+    (default ``indexer.face_index.DEFAULT_POLICY``). Thread-safe.
     """
 
-    def __init__(self, data_dir: Path | str, dim: int) -> None:
+    def __init__(
+        self, data_dir: Path | str, dim: int, *, policy: IndexPolicy | None = None
+    ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        if policy is not None and not isinstance(policy, IndexPolicy):
+            raise InvalidInputError(f"policy must be an IndexPolicy, got {type(policy).__name__}")
         self.dim = dim
+        self.policy = policy
         self._store = Store(data_dir)
         self._write_mutex = threading.Lock()
         self._rw = RWLock()
@@ -112,7 +122,7 @@ class FaceRegistry:
             )
         for community in self._store.communities():
             stored = self._store.face_templates(community, self.dim)
-            state = _Community(FaceIndex(self.dim))
+            state = _Community(self._new_index())
             state.index.add(stored.template_ids, stored.embeddings)
             state.owners = _TemplateOwners(stored.template_ids, stored.person_keys)
             state.persons = {p.key: p for p in stored.persons}
@@ -124,8 +134,15 @@ class FaceRegistry:
         per community (``indexer.vehicles.VehicleRegistry``); closed by ``close``."""
         return self._store
 
+    def _new_index(self) -> FaceIndex:
+        return FaceIndex(self.dim, self.policy)
+
     def close(self) -> None:
-        """Close the database; the registry is unusable afterwards."""
+        """Close the database (abandoning running index rebuilds); unusable afterwards."""
+        with self._rw.read():
+            indexes = [state.index for state in self._communities.values()]
+        for index in indexes:
+            index.stop_rebuild()
         self._store.close()
 
     def __enter__(self) -> FaceRegistry:
@@ -142,7 +159,7 @@ class FaceRegistry:
         with self._write_mutex:
             self._store.create_community(community, time.time())
             with self._rw.write():
-                self._communities[community] = _Community(FaceIndex(self.dim))
+                self._communities[community] = _Community(self._new_index())
 
     def has_community(self, community: str) -> bool:
         with self._rw.read():
@@ -197,7 +214,7 @@ class FaceRegistry:
             with self._rw.write():
                 state = self._communities.get(community)
                 if state is None:
-                    state = self._communities[community] = _Community(FaceIndex(self.dim))
+                    state = self._communities[community] = _Community(self._new_index())
                 if len(done.replaced_template_ids):
                     state.index.remove(done.replaced_template_ids)
                     state.owners.remove(done.replaced_template_ids)
@@ -318,6 +335,29 @@ class FaceRegistry:
             # Results come in descending score, so each person's first hit is their best.
             best = np.sort(first)[:top_k]
             return [(state.persons[int(keys[i])], float(scores[i])) for i in best]
+
+    def rebuild(
+        self,
+        community: str,
+        kind: IndexKind | None = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> bool:
+        """Rebuild the community's index from its templates (``FaceIndex.rebuild``) as ``kind``
+        (``"flat"`` exact, ``"pq"`` or ``"hnsw"``; default: the policy's choice for its size),
+        compacting removed templates, while identify, search and enrolment go on. With ``wait``
+        returns once the new index serves (``False`` if ``timeout`` seconds passed first)."""
+        community = _check_id(community, "community id")
+        with self._rw.read():
+            index = self._state(community).index
+        return index.rebuild(kind, wait=wait, timeout=timeout)
+
+    def index_kind(self, community: str) -> IndexKind:
+        """``"flat"`` (exact), ``"pq"`` or ``"hnsw"``: the kind the community is searched with."""
+        community = _check_id(community, "community id")
+        with self._rw.read():
+            return self._state(community).index.kind
 
     def indexed_templates(self, community: str) -> int:
         """How many templates the community's in-memory index holds."""

@@ -1,14 +1,17 @@
-"""FaceIndex against a brute-force numpy reference, its input checks, and the RWLock."""
+"""FaceIndex against a brute-force numpy reference (each index kind, with tombstones, across
+rebuilds under concurrent searches and writes), its input checks, its policy, and the RWLock."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 
-from indexer.face_index import FaceIndex, check_vectors
+from indexer import face_index
+from indexer.face_index import INDEX_KINDS, FaceIndex, IndexKind, IndexPolicy, check_vectors
 from indexer.locks import RWLock
 from smartgate.errors import AlreadyExistsError, InvalidInputError
 
@@ -273,3 +276,287 @@ def test_rwlock_waiting_writer_holds_back_new_readers() -> None:
     for t in (t1, tw, t2):
         t.join(5)
     assert order == ["reader1", "writer", "reader2"]
+
+
+# -- index kinds, tombstones, rebuilds -------------------------------------------------------
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    """Face-like unit rows: templates scattered around ~n/3 random centres."""
+    centres = unit_rows(rng, max(1, n // 3), dim)
+    noise = rng.standard_normal((n, dim)).astype(np.float32) * 0.6 / np.sqrt(dim)
+    x = centres[rng.integers(0, len(centres), n)] + noise
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def recall(got: np.ndarray, ref: np.ndarray) -> float:
+    return float((got[:, :, None] == ref[:, None, :]).any(axis=2).mean())
+
+
+def built(kind: IndexKind, ids: np.ndarray, vectors: np.ndarray, **policy: Any) -> FaceIndex:
+    """A FaceIndex of ``kind`` holding ``vectors`` under ``ids`` (no automatic rebuilds)."""
+    index = FaceIndex(DIM, IndexPolicy(auto=False, **policy))
+    index.add(ids, vectors)
+    assert index.rebuild(kind) is True
+    assert index.kind == kind and index.ntotal == len(ids) and not index.rebuilding
+    return index
+
+
+def check_against_reference(
+    index: FaceIndex, vectors: dict[int, np.ndarray], queries: np.ndarray, k: int
+) -> None:
+    """Exact kinds agree with brute force over ``vectors`` (id -> vector); HNSW recalls >= 0.95
+    of it; both score what they return exactly, in descending order, and return only ids of
+    ``vectors``."""
+    ids = np.array(sorted(vectors), np.int64)
+    base = np.stack([vectors[i] for i in ids.tolist()]) if len(ids) else np.empty((0, DIM))
+    ref_sims, ref_ids = brute_force(base.astype(np.float32), ids, queries, k)
+    sims, got = index.search(queries, k)
+    if index.kind == "flat":
+        np.testing.assert_array_equal(got[:, : len(ids)], ref_ids)
+        np.testing.assert_allclose(sims[:, : len(ids)], ref_sims, atol=1e-5)
+    else:
+        assert recall(got, ref_ids) >= 0.95
+    valid = got >= 0
+    assert np.isin(got[valid], ids).all()
+    rows = np.searchsorted(ids, np.where(valid, got, ids[0] if len(ids) else 0))
+    exact = np.einsum("qd,qkd->qk", queries, base[rows]) if len(ids) else sims
+    np.testing.assert_allclose(sims[valid], exact[valid], atol=1e-5)
+    assert (np.diff(np.where(valid, sims, -2.0), axis=1) <= 1e-6).all()
+
+
+@pytest.mark.parametrize("kind", INDEX_KINDS)
+@pytest.mark.parametrize("n_queries", [1, 7, 8, 64])  # both sides of the BLAS threshold
+def test_each_kind_against_brute_force(kind: IndexKind, n_queries: int) -> None:
+    rng = np.random.default_rng(10 + n_queries)
+    base = clustered(rng, 3000)
+    ids = rng.choice(10**9, size=3000, replace=False).astype(np.int64)
+    queries = np.concatenate(  # genuine-like queries and strangers
+        [clustered(rng, n_queries - n_queries // 2), unit_rows(rng, n_queries // 2)]
+    )
+    index = built(kind, ids, base, hnsw_m=16, hnsw_ef_search=128, pq_rerank=20)
+    vectors = dict(zip(ids.tolist(), base, strict=True))
+    check_against_reference(index, vectors, queries, 10)
+
+
+@pytest.mark.parametrize("kind", INDEX_KINDS)
+def test_tombstones_are_never_returned(kind: IndexKind) -> None:
+    rng = np.random.default_rng(20)
+    base = clustered(rng, 2000)
+    ids = np.arange(1000, 3000, dtype=np.int64)
+    index = built(kind, ids, base, hnsw_m=16, hnsw_ef_search=128, pq_rerank=20, max_dead_share=1.0)
+    gone = ids[rng.random(len(ids)) < 0.3]
+    assert index.remove(gone) == len(gone)
+    assert index.remove(gone) == 0  # already gone
+    assert index.tombstones == len(gone) and index.ntotal == len(ids) - len(gone)
+    assert not any(i in index for i in gone.tolist())
+    vectors = {i: v for i, v in zip(ids.tolist(), base, strict=True) if i not in set(gone)}
+    # Queries at the removed templates themselves: their nearest rows are all tombstones.
+    check_against_reference(index, vectors, base[np.isin(ids, gone)][:50], 10)
+    # Every slot: k beyond the live count pads with -1 rather than a tombstone.
+    _, got = index.search(base[:3], 2000)
+    assert not np.isin(got, gone).any()
+    assert (got[:, : index.ntotal] >= 0).sum() >= (0.95 if kind == "hnsw" else 1) * 3 * index.ntotal
+    # A removed id can come back, with another vector; its old one stays dead.
+    fresh = unit_rows(rng, 1)
+    index.add(gone[:1], fresh)
+    vectors[int(gone[0])] = fresh[0]
+    sims, got = index.search(fresh, 1)
+    assert got[0, 0] == gone[0] and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    check_against_reference(index, vectors, base[:40], 10)
+    # A rebuild compacts: same answers, no tombstones.
+    index.rebuild()
+    assert index.tombstones == 0 and index.ntotal == len(vectors)
+    check_against_reference(index, vectors, base[:40], 10)
+
+
+@pytest.mark.parametrize("approximate", ["pq", "hnsw"])
+def test_policy_switches_kind_at_the_threshold_with_hysteresis(approximate: IndexKind) -> None:
+    rng = np.random.default_rng(30)
+    policy = IndexPolicy(
+        exact_below=100, approximate=approximate, hnsw_m=8, hnsw_ef_search=64, max_dead_share=0.3
+    )
+    index = FaceIndex(DIM, policy)
+    base = clustered(rng, 120)
+    index.add(np.arange(99), base[:99])
+    assert index.wait_rebuild(10) and index.kind == "flat"
+    index.add(np.array([99]), base[99:100])  # the 100th template: approximate, in the background
+    assert index.wait_rebuild(10) and index.kind == approximate and index.ntotal == 100
+    vectors = dict(enumerate(base[:100]))
+    check_against_reference(index, vectors, base[:20], 5)
+    # 30 % tombstones: kept (the share must pass max_dead_share).
+    index.remove(np.arange(70, 100))
+    assert index.wait_rebuild(10) and index.tombstones == 30
+    check_against_reference(index, {i: base[i] for i in range(70)}, base[:20], 5)
+    # Down to 69 (>= 100 // 2): compacted, still approximate.
+    index.remove(np.array([69]))
+    assert index.wait_rebuild(10)
+    assert index.kind == approximate and index.tombstones == 0 and index.ntotal == 69
+    # Below 50: back to exact.
+    index.remove(np.arange(40, 69))
+    assert index.wait_rebuild(10) and index.kind == "flat" and index.ntotal == 40
+    check_against_reference(index, {i: base[i] for i in range(40)}, base[:20], 5)
+    assert policy.kind_for(99) == "flat" and policy.kind_for(100) == approximate
+    assert policy.kind_for(50, approximate) == approximate
+    assert policy.kind_for(49, approximate) == "flat"
+
+
+def test_writes_during_a_rebuild_are_replayed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adds and removes between the rebuild's snapshot and its swap all reach the new index."""
+    rng = np.random.default_rng(40)
+    base = clustered(rng, 400)
+    index = FaceIndex(DIM, IndexPolicy(auto=False, hnsw_m=16, hnsw_ef_search=200))
+    index.add(np.arange(300), base[:300])
+    snapshot_taken, go = threading.Event(), threading.Event()
+    append = face_index._Rows.append
+
+    def paused_append(rows: Any, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        if threading.current_thread().name == "face-index-rebuild" and not go.is_set():
+            snapshot_taken.set()
+            assert go.wait(10)
+        return append(rows, ids, vectors)
+
+    monkeypatch.setattr(face_index._Rows, "append", paused_append)
+    assert index.rebuild("hnsw", wait=False) and index.rebuilding
+    assert snapshot_taken.wait(10)
+    # Meanwhile: searches go on, on the old (exact) index; writes of every sort.
+    _, got = index.search(base[:5], 1)
+    assert got[:, 0].tolist() == [0, 1, 2, 3, 4]
+    index.add(np.arange(300, 350), base[300:350])  # new ids
+    index.remove(np.arange(0, 300, 3))  # snapshot ids
+    index.remove(np.arange(301, 350, 5))  # ids added after the snapshot
+    again = unit_rows(rng, 2)
+    index.add(np.array([0, 301]), again)  # removed ids back, with other vectors
+    go.set()
+    assert index.wait_rebuild(10) and index.kind == "hnsw"
+    vectors = {i: base[i] for i in range(350)}
+    for i in [*range(0, 300, 3), *range(301, 350, 5)]:
+        del vectors[i]
+    vectors[0], vectors[301] = again[0], again[1]
+    assert index.ntotal == len(vectors) and all(i in index for i in vectors)
+    check_against_reference(index, vectors, base[:60], 5)
+    index.rebuild("flat")  # exact, so the contents are checked exactly
+    check_against_reference(index, vectors, np.concatenate([base[:60], again]), 5)
+
+
+def test_rebuilds_under_concurrent_searches_and_writes_lose_nothing() -> None:
+    policy = IndexPolicy(exact_below=300, hnsw_m=8, hnsw_ef_search=64, max_dead_share=0.2)
+    index = FaceIndex(DIM, policy)
+    expected: dict[int, np.ndarray] = {}
+    guard = threading.Lock()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(offset: int) -> None:
+        rng = np.random.default_rng(offset)
+        try:
+            for i in range(60):
+                ids = np.arange(offset + 10 * i, offset + 10 * i + 10)
+                vectors = clustered(rng, 10)
+                index.add(ids, vectors)
+                with guard:
+                    expected.update(zip(ids.tolist(), vectors, strict=True))
+                if i % 3 == 2:
+                    gone = ids[rng.random(10) < 0.5]
+                    index.remove(gone)
+                    with guard:
+                        for g in gone.tolist():
+                            del expected[g]
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            while not stop.is_set():
+                sims, ids = index.search(unit_rows(rng, 4), 5)
+                assert ((ids >= 0) | np.isneginf(sims)).all()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def rebuilder() -> None:
+        try:
+            kinds: list[IndexKind | None] = ["hnsw", "pq", "flat", None]
+            while not stop.is_set():
+                for kind in kinds:
+                    index.rebuild(kind)
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=reader, args=(s,)) for s in range(2)]
+    others = [threading.Thread(target=rebuilder)]
+    writers = [threading.Thread(target=writer, args=(o,)) for o in (0, 100_000)]
+    for t in readers + others + writers:
+        t.start()
+    for t in writers:
+        t.join(60)
+    stop.set()
+    for t in readers + others:
+        t.join(60)
+    assert index.wait_rebuild(30)
+    assert not errors, errors[:3]
+    assert index.ntotal == len(expected) and all(i in index for i in expected)
+    index.rebuild("flat")
+    rng = np.random.default_rng(50)
+    check_against_reference(index, expected, unit_rows(rng, 20), 10)
+    some = np.stack(list(expected.values())[:50])
+    _, got = index.search(some, 1)
+    assert got[:, 0].tolist() == list(expected)[:50]
+
+
+def test_stop_rebuild_keeps_the_current_index() -> None:
+    rng = np.random.default_rng(60)
+    index = FaceIndex(DIM, IndexPolicy(auto=False))
+    index.add(np.arange(50), unit_rows(rng, 50))
+    index.stop_rebuild()  # nothing running: no-op
+    assert face_index._BUILD_SLOT.acquire(timeout=10)  # another index is building
+    try:
+        index.rebuild("hnsw", wait=False)
+        assert index.rebuilding
+        index.stop_rebuild(timeout=10)
+    finally:
+        face_index._BUILD_SLOT.release()
+    assert not index.rebuilding and index.kind == "flat" and index.ntotal == 50
+    assert index.rebuild(timeout=10) and index.kind == "flat"
+
+
+def test_failed_rebuild_is_raised_and_the_old_index_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(70)
+    index = FaceIndex(DIM, IndexPolicy(auto=False))
+    index.add(np.arange(20), unit_rows(rng, 20))
+
+    def broken(*args: object) -> None:
+        raise MemoryError("no room for the new index")
+
+    monkeypatch.setattr(face_index._Rows, "__init__", broken)
+    with pytest.raises(MemoryError, match="no room"):
+        index.rebuild("hnsw")
+    assert index.kind == "flat" and not index.rebuilding and index.ntotal == 20
+    index.add(np.array([20]), unit_rows(rng, 1))  # still writable and searchable
+    assert index.search(unit_rows(rng, 1), 21)[1].min() >= 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"exact_below": 0}, "exact_below must be a positive integer"),
+        ({"hnsw_m": 1.5}, "hnsw_m must be a positive integer"),
+        ({"hnsw_ef_search": True}, "hnsw_ef_search must be a positive integer"),
+        ({"max_dead_share": 0.0}, r"max_dead_share must be in \(0, 1\]"),
+        ({"build_threads": 0}, "build_threads must be a positive integer"),
+        ({"approximate": "flat"}, "approximate must be pq or hnsw"),
+        ({"pq_rerank": 0}, "pq_rerank must be a positive integer"),
+    ],
+)
+def test_bad_policy(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        IndexPolicy(**fields)
+
+
+def test_bad_rebuild_kind_and_policy_type() -> None:
+    with pytest.raises(InvalidInputError, match="kind must be one of flat, pq, hnsw"):
+        FaceIndex(DIM).rebuild("ivf")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="policy must be an IndexPolicy"):
+        FaceIndex(DIM, {"exact_below": 5})  # type: ignore[arg-type]

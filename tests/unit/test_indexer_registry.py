@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer import FaceRegistry, Person, Role
+from indexer import FaceRegistry, Person, Role, face_index
+from indexer.face_index import IndexKind, IndexPolicy
 from indexer.store import DB_FILENAME
 from smartgate.errors import AlreadyExistsError, InvalidInputError, ModelError, NotFoundError
 
@@ -475,3 +476,124 @@ def test_concurrent_enrolment_and_identification(tmp_path: Path) -> None:
         probe = np.concatenate([probes[p] for p in expected])
         got = reg.identify("c1", probe, 0.5, 0.1)
         assert [g.person.person_id if g.person else None for g in got] == expected
+
+
+# -- index policy and rebuilds -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("approximate", ["pq", "hnsw"])
+def test_growing_community_turns_approximate_and_reopens_exact_then_approximate(
+    tmp_path: Path, faces: Faces, approximate: IndexKind
+) -> None:
+    policy = IndexPolicy(exact_below=40, approximate=approximate, hnsw_m=16, hnsw_ef_search=64)
+    data = tmp_path / "data"
+    people = [f"p{i:02d}" for i in range(20)]
+    probes = np.concatenate([faces.shots(p) for p in people])
+    with FaceRegistry(data, DIM, policy=policy) as reg:
+        for p in people[:13]:  # 39 templates: exact
+            reg.enroll("c1", p, faces.shots(p, 3))
+        assert reg.rebuild("c1") and reg.index_kind("c1") == "flat"
+        reg.enroll("c1", "small", faces.shots("small", 1))  # 40: approximate (background)
+        reg.enroll("c2", "other", faces.shots("other", 2))
+        for p in people[13:]:
+            reg.enroll("c1", p, faces.shots(p, 3))
+        assert reg.rebuild("c1")  # joins the automatic rebuild (or builds what the policy says)
+        assert reg.index_kind("c1") == approximate and reg.index_kind("c2") == "flat"
+        assert reg.indexed_templates("c1") == 61
+        got = reg.identify("c1", probes, THRESHOLD, MARGIN)
+        assert [g.person.person_id if g.person else None for g in got] == people
+        hits = reg.search("c1", probes[0], top_k=3)
+        assert hits[0][0].person_id == people[0] and len(hits) == 3
+        assert reg.remove("c1", people[0]) == 3  # tombstones: never identified again
+        [gone] = reg.identify("c1", probes[:1], THRESHOLD, MARGIN)
+        assert gone.candidate is None or gone.candidate.person_id != people[0]
+        before = reg.identify("c1", probes[1:], THRESHOLD, MARGIN)
+        # Asked for explicitly: exact, until the (automatic) policy's kind is back.
+        assert reg.rebuild("c1", "flat")
+        assert [g.person for g in reg.identify("c1", probes[1:], THRESHOLD, MARGIN)] == [
+            g.person for g in before
+        ]
+        assert reg.rebuild("c1") and reg.index_kind("c1") == approximate
+    with FaceRegistry(data, DIM, policy=policy) as again:
+        # Restored exact at once (a copy of the stored vectors), approximate once built.
+        got = again.identify("c1", probes[1:], THRESHOLD, MARGIN)
+        assert [g.person for g in got] == [g.person for g in before]
+        assert again.rebuild("c1") and again.index_kind("c1") == approximate
+        got = again.identify("c1", probes[1:], THRESHOLD, MARGIN)
+        assert [g.person for g in got] == [g.person for g in before]
+
+
+def test_enrolment_and_identification_during_rebuilds(tmp_path: Path) -> None:
+    faces = Faces(seed=11)
+    pids = [f"p{i:03d}" for i in range(60)]
+    shots = {pid: faces.shots(pid, 2) for pid in pids}
+    probes = {pid: faces.shots(pid, 1) for pid in pids}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    policy = IndexPolicy(exact_below=30, hnsw_m=16, hnsw_ef_search=64, max_dead_share=0.2)
+    with FaceRegistry(tmp_path / "data", DIM, policy=policy) as reg:
+        for pid in pids[:20]:
+            reg.enroll("c1", pid, shots[pid])
+
+        def enrol() -> None:
+            try:
+                for j, pid in enumerate(pids[20:]):
+                    reg.enroll("c1", pid, shots[pid])
+                    if j % 4 == 0:
+                        reg.enroll("c1", pid, shots[pid][:1], replace=True)
+            except BaseException as exc:
+                errors.append(exc)
+
+        def identify(seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            try:
+                while not stop.is_set():
+                    pick = [pids[int(i)] for i in rng.integers(0, 20, 4)]
+                    got = reg.identify("c1", np.concatenate([probes[p] for p in pick]), 0.5, 0.1)
+                    assert [g.person.person_id if g.person else None for g in got] == pick
+            except BaseException as exc:
+                errors.append(exc)
+
+        def rebuild() -> None:
+            try:
+                while not stop.is_set():
+                    for kind in ("flat", "hnsw", None):
+                        reg.rebuild("c1", kind)  # type: ignore[arg-type]
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=identify, args=(s,)) for s in range(2)]
+        threads.append(threading.Thread(target=rebuild))
+        writer = threading.Thread(target=enrol)
+        for t in [*threads, writer]:
+            t.start()
+        writer.join(60)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors[:3]
+        counts = {p.person_id: p.template_count for p in reg.list_persons("c1", limit=1000)}
+        assert reg.indexed_templates("c1") == sum(counts.values())
+        got = reg.identify("c1", np.concatenate([probes[p] for p in pids]), 0.5, 0.1)
+        assert [g.person.person_id if g.person else None for g in got] == pids
+
+
+def test_rebuild_checks_and_close_abandons_a_rebuild(tmp_path: Path, faces: Faces) -> None:
+    reg = FaceRegistry(tmp_path / "data", DIM, policy=IndexPolicy(auto=False))
+    reg.enroll("c1", "alice", faces.shots("alice", 3))
+    with pytest.raises(NotFoundError, match=r"^community 'ghost' does not exist$"):
+        reg.rebuild("ghost")
+    with pytest.raises(NotFoundError, match="'ghost'"):
+        reg.index_kind("ghost")
+    with pytest.raises(InvalidInputError, match="kind must be one of flat, pq, hnsw"):
+        reg.rebuild("c1", "ivf")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="policy must be an IndexPolicy"):
+        FaceRegistry(tmp_path / "other", DIM, policy="hnsw")  # type: ignore[arg-type]
+    assert face_index._BUILD_SLOT.acquire(timeout=10)  # another community is building
+    try:
+        assert reg.rebuild("c1", "hnsw", wait=False)
+        assert reg.rebuild("c1", "hnsw", timeout=0.01) is False  # still waiting for the slot
+        reg.close()  # abandons it
+    finally:
+        face_index._BUILD_SLOT.release()
+    assert reg.index_kind("c1") == "flat"
