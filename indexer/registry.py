@@ -35,6 +35,7 @@ from indexer.face_index import FaceIndex, IndexKind, IndexPolicy, check_vectors
 from indexer.locks import RWLock
 from indexer.store import Store
 from indexer.types import ROLES, Identification, Person, Role
+from smartgate.checks import check_text
 from smartgate.errors import InvalidInputError, ModelError, NotFoundError
 
 MAX_ID_LENGTH: Final = 128
@@ -373,29 +374,11 @@ class FaceRegistry:
 
 
 def _check_id(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise InvalidInputError(f"{what} must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidInputError(
-            f"{what} must be at most {MAX_ID_LENGTH} characters, got {len(value)}"
-        )
-    if not value.isprintable():
-        raise InvalidInputError(f"{what} {value!r} holds control or non-printable characters")
-    return value
+    return check_text(value, what, MAX_ID_LENGTH)
 
 
 def _check_name(value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"name must be a string, got {type(value).__name__}")
-    if len(value) > MAX_NAME_LENGTH:
-        raise InvalidInputError(
-            f"name must be at most {MAX_NAME_LENGTH} characters, got {len(value)}"
-        )
-    if not value.isprintable():
-        raise InvalidInputError(f"name {value!r} holds control or non-printable characters")
-    return value
+    return check_text(value, "name", MAX_NAME_LENGTH, required=False)
 
 
 def _check_role(value: object) -> Role:

@@ -29,6 +29,7 @@ from typing import Any, Final, cast
 import numpy as np
 
 from indexer.types import Person, Role, Vehicle
+from smartgate.checks import migrate
 from smartgate.errors import AlreadyExistsError, ConfigError, ModelError, NotFoundError
 
 DB_FILENAME: Final = "registry.db"
@@ -194,21 +195,7 @@ class Store:
 
     def _migrate(self) -> None:
         with self._transaction() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = con.execute("SELECT version FROM schema_version").fetchone()
-            current = 0 if row is None else int(row[0])
-            if current > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"{self.path} has schema version {current}, newer than this smartgate "
-                    f"understands ({SCHEMA_VERSION}); upgrade smartgate or use another data dir"
-                )
-            for statements in _MIGRATIONS[current:]:
-                for statement in statements:
-                    con.execute(statement)
-            if row is None:
-                con.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif current != SCHEMA_VERSION:
-                con.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            migrate(con, self.path, _MIGRATIONS)
 
     def schema_version(self) -> int:
         with self._reading() as con:

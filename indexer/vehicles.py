@@ -44,6 +44,7 @@ from indexer.locks import RWLock
 from indexer.registry import MAX_RESULTS, FaceRegistry, _check_id, _check_number, _check_role
 from indexer.types import Role, Vehicle, VehicleMatch
 from recognizer.plates.text import PLATE_CHARACTERS, normalize
+from smartgate.checks import check_text
 from smartgate.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 
 __all__ = [
@@ -399,15 +400,7 @@ def _check_plate(value: object, what: str = "plate") -> str:
 
 
 def _check_owner(value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"owner must be a string, got {type(value).__name__}")
-    if len(value) > MAX_OWNER_LENGTH:
-        raise InvalidInputError(
-            f"owner must be at most {MAX_OWNER_LENGTH} characters, got {len(value)}"
-        )
-    if not value.isprintable():
-        raise InvalidInputError(f"owner {value!r} holds control or non-printable characters")
-    return value
+    return check_text(value, "owner", MAX_OWNER_LENGTH, required=False)
 
 
 def _check_distance(value: object) -> float:

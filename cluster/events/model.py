@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
+from smartgate import checks
 from smartgate.errors import InvalidInputError
 
 Kind = Literal["face", "plate"]
@@ -145,17 +146,7 @@ def make_event(
 
 def check_text(value: object, what: str) -> str:
     """A non-empty printable string of at most ``MAX_ID_LENGTH`` characters."""
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise InvalidInputError(f"{what} must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidInputError(
-            f"{what} must be at most {MAX_ID_LENGTH} characters, got {len(value)}"
-        )
-    if not value.isprintable():
-        raise InvalidInputError(f"{what} {value!r} holds control or non-printable characters")
-    return value
+    return checks.check_text(value, what, MAX_ID_LENGTH)
 
 
 def check_optional_text(value: object, what: str) -> str | None:
