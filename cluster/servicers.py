@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -42,18 +43,46 @@ MAX_PAGE_SIZE = 1000
 MAX_TOP_K = 100
 
 
-class CaptureServicer(capture_pb2_grpc.CaptureServicer):
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _rpc(method: _Method) -> _Method:
+    """Run a unary RPC handler; any error ends the call with the status it maps to."""
+
+    @functools.wraps(method)
+    def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:
+            _log_unexpected(exc)
+            abort(context, exc)
+
+    return cast(_Method, handler)
+
+
+class _OnNode:
+    """Servicers reach the node through its slot (UNAVAILABLE until the node is ready)."""
+
+    def __init__(self, slot: NodeSlot) -> None:
+        self.slot = slot
+
+    @property
+    def node(self) -> Node:
+        return self.slot.node
+
+    @property
+    def engine(self) -> Engine:
+        return self.slot.node.engine
+
+
+class CaptureServicer(_OnNode, capture_pb2_grpc.CaptureServicer):
     """Frames go through the node's scheduler (bounded, shedding, a fixed pool of compute
     workers); decisions go back in frame order. A stream's frames are read by their own thread,
     so a camera is never blocked by a slow node: its oldest waiting frames are shed instead."""
 
     def __init__(self, slot: NodeSlot, result_timeout_s: float = 60.0) -> None:
-        self.slot = slot
+        super().__init__(slot)
         self.result_timeout_s = result_timeout_s
-
-    @property
-    def node(self) -> Node:
-        return self.slot.node
 
     def _submit(self, frame: capture_pb2.Frame) -> tuple[float, Future[FrameResult]]:
         now = time.time()
@@ -195,33 +224,17 @@ def _role(value: int, default: int = common_pb2.ROLE_RESIDENT) -> Role:
     return role
 
 
-class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, slot: NodeSlot) -> None:
-        self.slot = slot
-
-    @property
-    def node(self) -> Node:
-        return self.slot.node
-
-    @property
-    def engine(self) -> Engine:
-        return self.slot.node.engine
-
+class RegistryServicer(_OnNode, registry_pb2_grpc.RegistryServicer):
+    @_rpc
     def CreateCommunity(  # noqa: N802
         self, request: registry_pb2.CreateCommunityRequest, context: grpc.ServicerContext
     ) -> registry_pb2.CreateCommunityResponse:
         try:
-            try:
-                self.engine.registry.create_community(request.community)
-                created = True
-            except AlreadyExistsError:
-                created = False
-            return registry_pb2.CreateCommunityResponse(
-                community=request.community, created=created
-            )
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+            self.engine.registry.create_community(request.community)
+            created = True
+        except AlreadyExistsError:
+            created = False
+        return registry_pb2.CreateCommunityResponse(community=request.community, created=created)
 
     def ListCommunities(  # noqa: N802
         self, request: registry_pb2.ListCommunitiesRequest, context: grpc.ServicerContext
@@ -230,98 +243,80 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             communities=list(self.engine.registry.communities())
         )
 
+    @_rpc
     def EnrollPerson(  # noqa: N802
         self, request: registry_pb2.EnrollPersonRequest, context: grpc.ServicerContext
     ) -> registry_pb2.EnrollPersonResponse:
-        try:
-            role = _role(request.role)
-            person, faces = self.engine.enroll(
-                request.community,
-                request.person_id,
-                list(request.images),
-                name=request.name,
-                role=role,
-                expires_at=convert.seconds(request.expires_at, request.HasField("expires_at")),
-                replace=request.replace,
-            )
-            return registry_pb2.EnrollPersonResponse(
-                person=convert.person_pb(person), faces=[convert.face_pb(f) for f in faces]
-            )
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        role = _role(request.role)
+        person, faces = self.engine.enroll(
+            request.community,
+            request.person_id,
+            list(request.images),
+            name=request.name,
+            role=role,
+            expires_at=convert.seconds(request.expires_at, request.HasField("expires_at")),
+            replace=request.replace,
+        )
+        return registry_pb2.EnrollPersonResponse(
+            person=convert.person_pb(person), faces=[convert.face_pb(f) for f in faces]
+        )
 
+    @_rpc
     def RemovePerson(  # noqa: N802
         self, request: registry_pb2.RemovePersonRequest, context: grpc.ServicerContext
     ) -> registry_pb2.RemovePersonResponse:
-        try:
-            removed = self.engine.registry.remove(request.community, request.person_id)
-            return registry_pb2.RemovePersonResponse(templates_removed=removed)
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        removed = self.engine.registry.remove(request.community, request.person_id)
+        return registry_pb2.RemovePersonResponse(templates_removed=removed)
 
+    @_rpc
     def ListPersons(  # noqa: N802
         self, request: registry_pb2.ListPersonsRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ListPersonsResponse:
-        try:
-            size = _page_size(request.page_size)
-            role = _role(request.role) if request.role else None
-            persons = self.engine.registry.list_persons(
-                request.community, role=role, limit=size + 1, after=request.page_token or None
-            )
-            page = persons[:size]
-            token = page[-1].person_id if len(persons) > size else ""
-            return registry_pb2.ListPersonsResponse(
-                persons=[convert.person_pb(p) for p in page], next_page_token=token
-            )
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        size = _page_size(request.page_size)
+        role = _role(request.role) if request.role else None
+        persons = self.engine.registry.list_persons(
+            request.community, role=role, limit=size + 1, after=request.page_token or None
+        )
+        page = persons[:size]
+        token = page[-1].person_id if len(persons) > size else ""
+        return registry_pb2.ListPersonsResponse(
+            persons=[convert.person_pb(p) for p in page], next_page_token=token
+        )
 
+    @_rpc
     def AddVehicle(  # noqa: N802
         self, request: registry_pb2.AddVehicleRequest, context: grpc.ServicerContext
     ) -> common_pb2.Vehicle:
-        try:
-            vehicle = self.engine.vehicles.add(
-                request.community,
-                request.plate,
-                role=_role(request.role),
-                owner=request.owner,
-                expires_at=convert.seconds(request.expires_at, request.HasField("expires_at")),
-                replace=request.replace,
-            )
-            return convert.vehicle_pb(vehicle)
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        vehicle = self.engine.vehicles.add(
+            request.community,
+            request.plate,
+            role=_role(request.role),
+            owner=request.owner,
+            expires_at=convert.seconds(request.expires_at, request.HasField("expires_at")),
+            replace=request.replace,
+        )
+        return convert.vehicle_pb(vehicle)
 
+    @_rpc
     def RemoveVehicle(  # noqa: N802
         self, request: registry_pb2.RemoveVehicleRequest, context: grpc.ServicerContext
     ) -> common_pb2.Vehicle:
-        try:
-            return convert.vehicle_pb(self.engine.vehicles.remove(request.community, request.plate))
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        return convert.vehicle_pb(self.engine.vehicles.remove(request.community, request.plate))
 
+    @_rpc
     def ListVehicles(  # noqa: N802
         self, request: registry_pb2.ListVehiclesRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ListVehiclesResponse:
-        try:
-            size = _page_size(request.page_size)
-            role = _role(request.role) if request.role else None
-            vehicles = self.engine.vehicles.list(
-                request.community, role=role, limit=size + 1, after=request.page_token or None
-            )
-            page = vehicles[:size]
-            token = page[-1].plate if len(vehicles) > size else ""
-            return registry_pb2.ListVehiclesResponse(
-                vehicles=[convert.vehicle_pb(v) for v in page], next_page_token=token
-            )
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        size = _page_size(request.page_size)
+        role = _role(request.role) if request.role else None
+        vehicles = self.engine.vehicles.list(
+            request.community, role=role, limit=size + 1, after=request.page_token or None
+        )
+        page = vehicles[:size]
+        token = page[-1].plate if len(vehicles) > size else ""
+        return registry_pb2.ListVehiclesResponse(
+            vehicles=[convert.vehicle_pb(v) for v in page], next_page_token=token
+        )
 
 
 def _page_size(requested: int) -> int:
@@ -331,115 +326,87 @@ def _page_size(requested: int) -> int:
     return size
 
 
-class SearchServicer(search_pb2_grpc.SearchServicer):
-    def __init__(self, slot: NodeSlot) -> None:
-        self.slot = slot
-
-    @property
-    def node(self) -> Node:
-        return self.slot.node
-
-    @property
-    def engine(self) -> Engine:
-        return self.slot.node.engine
-
+class SearchServicer(_OnNode, search_pb2_grpc.SearchServicer):
+    @_rpc
     def SearchFace(  # noqa: N802
         self, request: search_pb2.SearchFaceRequest, context: grpc.ServicerContext
     ) -> search_pb2.SearchFaceResponse:
-        try:
-            top_k = request.top_k or 5
-            if top_k > MAX_TOP_K:
-                raise InvalidInputError(f"top_k is at most {MAX_TOP_K}, got {top_k}")
-            face, hits = self.engine.search_face(list(request.communities), request.image, top_k)
-            return search_pb2.SearchFaceResponse(
-                face=convert.face_pb(face),
-                hits=[
-                    search_pb2.SearchHit(person=convert.person_pb(h.person), score=h.score)
-                    for h in hits
-                ],
-            )
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        top_k = request.top_k or 5
+        if top_k > MAX_TOP_K:
+            raise InvalidInputError(f"top_k is at most {MAX_TOP_K}, got {top_k}")
+        face, hits = self.engine.search_face(list(request.communities), request.image, top_k)
+        return search_pb2.SearchFaceResponse(
+            face=convert.face_pb(face),
+            hits=[
+                search_pb2.SearchHit(person=convert.person_pb(h.person), score=h.score)
+                for h in hits
+            ],
+        )
 
+    @_rpc
     def SearchPlate(  # noqa: N802
         self, request: search_pb2.SearchPlateRequest, context: grpc.ServicerContext
     ) -> search_pb2.SearchPlateResponse:
-        try:
-            limit = request.limit or 10
-            if limit > MAX_TOP_K:
-                raise InvalidInputError(f"limit is at most {MAX_TOP_K}, got {limit}")
-            if not request.communities:
-                raise InvalidInputError("name at least one community to search")
-            hits = self.engine.vehicles.search(
-                list(request.communities),
-                request.plate,
-                fuzzy=request.fuzzy,
-                max_distance=request.max_distance or self.engine.config.plates.max_distance,
-                limit=limit,
-            )
-            now = time.time()
-            return search_pb2.SearchPlateResponse(
-                hits=[convert.plate_match_pb(h, now) for h in hits]
-            )
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        limit = request.limit or 10
+        if limit > MAX_TOP_K:
+            raise InvalidInputError(f"limit is at most {MAX_TOP_K}, got {limit}")
+        if not request.communities:
+            raise InvalidInputError("name at least one community to search")
+        hits = self.engine.vehicles.search(
+            list(request.communities),
+            request.plate,
+            fuzzy=request.fuzzy,
+            max_distance=request.max_distance or self.engine.config.plates.max_distance,
+            limit=limit,
+        )
+        now = time.time()
+        return search_pb2.SearchPlateResponse(hits=[convert.plate_match_pb(h, now) for h in hits])
 
+    @_rpc
     def QueryEvents(  # noqa: N802
         self, request: events_pb2.QueryEventsRequest, context: grpc.ServicerContext
     ) -> events_pb2.QueryEventsResponse:
-        try:
-            _known_community(self.engine, request.community)
-            events, cursor = self.node.events.store.query(
-                request.community,
-                gate=request.gate or None,
-                since=convert.seconds(request.since, request.HasField("since")),
-                until=convert.seconds(request.until, request.HasField("until")),
-                person_id=request.person_id or None,
-                stranger_id=request.stranger_id or None,
-                plate=request.plate or None,
-                action=_event_action(request.action),
-                kind=convert.PB_TO_KIND.get(request.kind) if request.kind else None,
-                limit=_page_size(request.page_size),
-                cursor=request.page_token or None,
-            )
-            return events_pb2.QueryEventsResponse(
-                events=[convert.event_pb(e) for e in events], next_page_token=cursor or ""
-            )
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        _known_community(self.engine, request.community)
+        events, cursor = self.node.events.store.query(
+            request.community,
+            gate=request.gate or None,
+            since=convert.seconds(request.since, request.HasField("since")),
+            until=convert.seconds(request.until, request.HasField("until")),
+            person_id=request.person_id or None,
+            stranger_id=request.stranger_id or None,
+            plate=request.plate or None,
+            action=_event_action(request.action),
+            kind=convert.PB_TO_KIND.get(request.kind) if request.kind else None,
+            limit=_page_size(request.page_size),
+            cursor=request.page_token or None,
+        )
+        return events_pb2.QueryEventsResponse(
+            events=[convert.event_pb(e) for e in events], next_page_token=cursor or ""
+        )
 
+    @_rpc
     def Trajectory(  # noqa: N802
         self, request: events_pb2.TrajectoryRequest, context: grpc.ServicerContext
     ) -> events_pb2.TrajectoryResponse:
-        try:
-            for community in request.communities:
-                _known_community(self.engine, community)
-            events = self.node.events.store.trajectory(
-                person_id=request.person_id or None,
-                stranger_id=request.stranger_id or None,
-                plate=request.plate or None,
-                communities=list(request.communities) or None,
-                since=convert.seconds(request.since, request.HasField("since")),
-                until=convert.seconds(request.until, request.HasField("until")),
-                limit=request.limit or 1000,
-            )
-            return events_pb2.TrajectoryResponse(events=[convert.event_pb(e) for e in events])
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        for community in request.communities:
+            _known_community(self.engine, community)
+        events = self.node.events.store.trajectory(
+            person_id=request.person_id or None,
+            stranger_id=request.stranger_id or None,
+            plate=request.plate or None,
+            communities=list(request.communities) or None,
+            since=convert.seconds(request.since, request.HasField("since")),
+            until=convert.seconds(request.until, request.HasField("until")),
+            limit=request.limit or 1000,
+        )
+        return events_pb2.TrajectoryResponse(events=[convert.event_pb(e) for e in events])
 
+    @_rpc
     def GetEventImage(  # noqa: N802
         self, request: events_pb2.GetEventImageRequest, context: grpc.ServicerContext
     ) -> events_pb2.GetEventImageResponse:
-        try:
-            jpeg = self.node.events.store.thumbnail(request.community, request.event_id)
-            return events_pb2.GetEventImageResponse(jpeg=jpeg)
-        except Exception as exc:
-            _log_unexpected(exc)
-            abort(context, exc)
+        jpeg = self.node.events.store.thumbnail(request.community, request.event_id)
+        return events_pb2.GetEventImageResponse(jpeg=jpeg)
 
     def WatchAlerts(  # noqa: N802
         self, request: events_pb2.WatchAlertsRequest, context: grpc.ServicerContext
