@@ -625,6 +625,24 @@ def cmd_vehicle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triton_export(args: argparse.Namespace) -> int:
+    from recognizer.backends.triton_repo import TritonOptions, export_repository
+    from recognizer.models.catalog import CATALOG
+    from recognizer.models.store import ModelStore
+
+    cfg = _config(args)
+    options = TritonOptions(
+        max_batch_size=args.max_batch,
+        instances=args.instances,
+        gpu=not args.cpu,
+        tensorrt=args.tensorrt,
+    )
+    names = args.only or list(CATALOG)
+    for folder in export_repository(ModelStore(cfg.models.cache_dir), names, args.dir, options):
+        print(folder)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if "--index" in args.bench_args:  # index scale: search latency and recall against size
         from benchmarks import index_scale
@@ -766,6 +784,18 @@ def build_parser() -> argparse.ArgumentParser:
             vp.add_argument("--expires", help="ISO 8601 expiry (visitor passes)")
             vp.add_argument("--replace", action="store_true")
         vp.set_defaults(func=cmd_vehicle)
+
+    triton = sub.add_parser("triton", help="Triton Inference Server support")
+    tsub = triton.add_subparsers(dest="triton_command", required=True)
+    export = tsub.add_parser("export", help="write a Triton model repository from the manifests")
+    export.add_argument("dir", type=Path)
+    export.add_argument("--models-dir", type=Path)
+    export.add_argument("--only", nargs="*", help="model names (default: all)")
+    export.add_argument("--max-batch", type=int, default=8)
+    export.add_argument("--instances", type=int, default=1, help="instances per model")
+    export.add_argument("--cpu", action="store_true", help="KIND_CPU instance groups")
+    export.add_argument("--tensorrt", action="store_true", help="TensorRT accelerator (FP16)")
+    export.set_defaults(func=cmd_triton_export)
 
     detect = sub.add_parser("detect", help="find faces and plates in images offline (no server)")
     detect.add_argument("--json", action="store_true")
