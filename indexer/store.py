@@ -29,8 +29,8 @@ from typing import Any, Final, cast
 import numpy as np
 
 from indexer.types import Person, Role, Vehicle
-from smartgate.checks import migrate
-from smartgate.errors import AlreadyExistsError, ConfigError, ModelError, NotFoundError
+from smartgate.checks import connect_wal, migrate
+from smartgate.errors import AlreadyExistsError, ModelError, NotFoundError
 
 DB_FILENAME: Final = "registry.db"
 
@@ -156,15 +156,8 @@ class Store:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILENAME
         self._lock = threading.Lock()
-        # isolation_level=None: no implicit transactions; _transaction() opens them explicitly.
-        self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._con = connect_wal(self.path, foreign_keys=True)
         try:
-            mode = self._con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise ConfigError(f"{self.path}: cannot switch SQLite to WAL mode (got {mode})")
-            self._con.execute("PRAGMA synchronous=NORMAL")
-            self._con.execute("PRAGMA foreign_keys=ON")
-            self._con.execute("PRAGMA busy_timeout=5000")
             self._migrate()
         except BaseException:
             self._con.close()

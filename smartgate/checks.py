@@ -1,4 +1,4 @@
-"""Small shared checks: caller-supplied text and SQLite schema migrations.
+"""Small shared checks: caller-supplied text, and SQLite connections and schema migrations.
 
 Used by the registry (``indexer``) and the event log (``cluster.events``) so both refuse the
 same inputs with the same words and upgrade their databases the same way.
@@ -25,6 +25,24 @@ def check_text(value: object, what: str, max_length: int, *, required: bool = Tr
     if not value.isprintable():
         raise InvalidInputError(f"{what} {value!r} holds control or non-printable characters")
     return value
+
+
+def connect_wal(path: Path, *, foreign_keys: bool = False) -> sqlite3.Connection:
+    """An autocommit connection (transactions are opened explicitly) to ``path`` in WAL mode,
+    ``synchronous=NORMAL``, a 5 s busy timeout and optionally foreign keys on."""
+    con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise ConfigError(f"{path}: cannot switch SQLite to WAL mode (got {mode})")
+        con.execute("PRAGMA synchronous=NORMAL")
+        if foreign_keys:
+            con.execute("PRAGMA foreign_keys=ON")
+        con.execute("PRAGMA busy_timeout=5000")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def migrate(con: sqlite3.Connection, path: Path, migrations: Sequence[Sequence[str]]) -> None:

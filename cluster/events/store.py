@@ -63,9 +63,9 @@ from cluster.events.model import (
     check_time,
     event_fields,
 )
-from smartgate.checks import migrate
+from smartgate.checks import connect_wal, migrate
 from smartgate.config import RetentionPolicy
-from smartgate.errors import ConfigError, InvalidInputError, NotFoundError
+from smartgate.errors import InvalidInputError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -281,14 +281,8 @@ class EventStore:
         self._idle: list[sqlite3.Connection] = []
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
-        # isolation_level=None: no implicit transactions; _transaction() opens them explicitly.
-        self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._con = connect_wal(self.path)
         try:
-            mode = self._con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise ConfigError(f"{self.path}: cannot switch SQLite to WAL mode (got {mode})")
-            self._con.execute("PRAGMA synchronous=NORMAL")
-            self._con.execute("PRAGMA busy_timeout=5000")
             self._migrate()
         except BaseException:
             self._con.close()
