@@ -45,3 +45,20 @@ class UnavailableError(SmartgateError):
 
 class ConfigError(SmartgateError):
     """The configuration is invalid."""
+
+
+class UnauthenticatedError(SmartgateError):
+    """No credential, or one that is invalid or expired (maps to UNAUTHENTICATED)."""
+
+
+class PermissionDeniedError(SmartgateError):
+    """The caller is known but may not do this (maps to PERMISSION_DENIED)."""
+
+
+class ConflictError(SmartgateError):
+    """The request contradicts stored state, e.g. an enrolment photo that already belongs to
+    another person (maps to FAILED_PRECONDITION)."""
+
+
+class RateLimitedError(OverloadedError):
+    """A device or caller sends faster than its allowance (maps to RESOURCE_EXHAUSTED)."""
