@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -31,12 +32,13 @@ from typing import Final
 import numpy as np
 
 import native
+from indexer.crypto import KeyRing
 from indexer.face_index import FaceIndex, IndexKind, IndexPolicy, check_vectors
 from indexer.locks import RWLock
 from indexer.store import Store
 from indexer.types import ROLES, Identification, Person, Role
 from smartgate.checks import check_text
-from smartgate.errors import InvalidInputError, ModelError, NotFoundError
+from smartgate.errors import ConflictError, InvalidInputError, ModelError, NotFoundError
 
 MAX_ID_LENGTH: Final = 128
 MAX_NAME_LENGTH: Final = 256
@@ -89,11 +91,17 @@ class FaceRegistry:
 
     ``dim`` is the width of the embedder's vectors; every embedding passed in must be a
     float32, finite, L2-normalised ``dim``-vector. ``policy`` picks each community's index kind
-    (default ``indexer.face_index.DEFAULT_POLICY``). Thread-safe.
+    (default ``indexer.face_index.DEFAULT_POLICY``). ``keys`` seal the stored templates
+    (``indexer.crypto``; default: the user's key file, see ``Store``). Thread-safe.
     """
 
     def __init__(
-        self, data_dir: Path | str, dim: int, *, policy: IndexPolicy | None = None
+        self,
+        data_dir: Path | str,
+        dim: int,
+        *,
+        policy: IndexPolicy | None = None,
+        keys: KeyRing | None = None,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
@@ -101,7 +109,7 @@ class FaceRegistry:
             raise InvalidInputError(f"policy must be an IndexPolicy, got {type(policy).__name__}")
         self.dim = dim
         self.policy = policy
-        self._store = Store(data_dir)
+        self._store = Store(data_dir, keys)
         self._write_mutex = threading.Lock()
         self._rw = RWLock()
         self._communities: dict[str, _Community] = {}
@@ -183,12 +191,17 @@ class FaceRegistry:
         role: Role = "resident",
         expires_at: float | None = None,
         replace: bool = False,
+        lookalike_threshold: float | None = None,
     ) -> Person:
         """Enrol a person with one template per row of ``embeddings`` ``(n, dim)``, ``n >= 1``.
 
         Creates the community on its first enrolment. An existing person raises
         ``AlreadyExistsError`` unless ``replace``, which swaps all their templates (and updates
         name, role and expiry) at once. Atomic: on any error nothing is stored or indexed.
+
+        Poisoning check: with ``lookalike_threshold``, a photo whose embedding scores at least
+        that against a *different* person of the community raises ``ConflictError`` naming
+        them (one face must not become two identities); pass ``None`` to accept look-alikes.
         """
         community = _check_id(community, "community id")
         person_id = _check_id(person_id, "person id")
@@ -201,7 +214,11 @@ class FaceRegistry:
             raise InvalidInputError(
                 f"embeddings must hold at least one row, got shape (0, {self.dim})"
             )
+        if lookalike_threshold is not None:
+            lookalike_threshold = _check_number(lookalike_threshold, "lookalike_threshold")
         with self._write_mutex:
+            if lookalike_threshold is not None:
+                self._refuse_lookalikes(community, person_id, vectors, lookalike_threshold)
             done = self._store.enroll(
                 community,
                 person_id,
@@ -223,6 +240,48 @@ class FaceRegistry:
                 state.owners.add(done.template_ids, done.person.key)
                 state.persons[done.person.key] = done.person
         return done.person
+
+    def lookalikes(
+        self, community: str, person_id: str, embeddings: np.ndarray, threshold: float
+    ) -> list[tuple[int, Person, float]]:
+        """Persons other than ``person_id`` whose templates score ``>= threshold`` against a
+        row of ``embeddings`` ``(n, dim)``: ``(row, person, score)``, best first."""
+        queries = check_vectors(embeddings, self.dim, "embeddings")
+        found: dict[int, tuple[int, Person, float]] = {}
+        with self._rw.read():
+            state = self._communities.get(community)
+            if state is None or state.index.ntotal == 0:
+                return []
+            # 64 nearest templates per photo: more than one person holds (MAX_ENROLL_IMAGES).
+            similarities, template_ids = state.index.search(queries, min(state.index.ntotal, 64))
+            keys = state.owners.lookup(template_ids)
+            for row in range(len(queries)):
+                for key, score in zip(keys[row].tolist(), similarities[row].tolist(), strict=True):
+                    person = state.persons.get(key) if key >= 0 else None
+                    if person is None or person.person_id == person_id or score < threshold:
+                        continue
+                    if key not in found or score > found[key][2]:
+                        found[key] = (row, person, float(score))
+        return sorted(found.values(), key=lambda f: -f[2])
+
+    def _refuse_lookalikes(
+        self, community: str, person_id: str, vectors: np.ndarray, threshold: float
+    ) -> None:
+        hits = self.lookalikes(community, person_id, vectors, threshold)
+        if hits:
+            row, person, score = hits[0]
+            raise ConflictError(
+                f"image {row + 1} matches person {person.person_id!r} of community "
+                f"{community!r} (similarity {score:.3f} >= {threshold:.3f}): one face cannot "
+                f"be enrolled as {person_id!r} too. Check the photo, or enrol with "
+                "allow_lookalike (audited) if they really are two people (twins)"
+            )
+
+    def person_embeddings(self, community: str, person_id: str) -> np.ndarray:
+        """The stored templates ``(n, dim)`` of one person (``NotFoundError`` when absent)."""
+        community = _check_id(community, "community id")
+        person_id = _check_id(person_id, "person id")
+        return self._store.person_embeddings(community, person_id)
 
     def remove(self, community: str, person_id: str) -> int:
         """Erase a person and every template of theirs; returns how many templates went."""
@@ -374,7 +433,14 @@ class FaceRegistry:
 
 
 def _check_id(value: object, what: str) -> str:
-    return check_text(value, what, MAX_ID_LENGTH)
+    """Ids are matched exactly, so they must not differ from their look-alikes invisibly:
+    printable, 1-128 characters, no surrounding white space, Unicode NFC."""
+    text = check_text(value, what, MAX_ID_LENGTH)
+    if text != text.strip():
+        raise InvalidInputError(f"{what} {text!r} starts or ends with white space")
+    if unicodedata.normalize("NFC", text) != text:
+        raise InvalidInputError(f"{what} {text!r} is not in Unicode NFC form")
+    return text
 
 
 def _check_name(value: object) -> str:

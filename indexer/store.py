@@ -13,11 +13,22 @@ Layout, so that a new table is added the same way (vehicles, migration 2, was):
 * each public method is one use case: ``with self._transaction() as con:`` for changes,
   ``with self._reading() as con:`` for reads.
 
-Embeddings are stored as float32 little-endian bytes with their dimension beside them.
+Embeddings are stored as float32 little-endian bytes with their dimension beside them, sealed
+with the data key (``indexer.crypto``: AES-GCM, bound to ``template|<community>|<person key>``,
+so a template moved onto another person fails to open). ``secure_delete`` is on and the WAL is
+checkpointed (truncated) after every removal, so neither a removed person's nor a plaintext
+row's bytes linger in freed pages or old WAL frames. Plaintext templates of an older data
+directory are sealed when it is opened; ``reseal`` re-encrypts under a rotated key.
+
+The data directory holds ``.smartgate.lock``: every open ``Store`` holds a shared ``flock`` on
+it, and ``data_dir_lock(exclusive=True)`` (key rotation) waits for none.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -28,11 +39,16 @@ from typing import Any, Final, cast
 
 import numpy as np
 
+from indexer.crypto import OVERHEAD, KeyRing
 from indexer.types import Person, Role, Vehicle
 from smartgate.checks import connect_wal, migrate
-from smartgate.errors import AlreadyExistsError, ModelError, NotFoundError
+from smartgate.config import PrivacyConfig
+from smartgate.errors import AlreadyExistsError, ConfigError, ModelError, NotFoundError
+
+log = logging.getLogger(__name__)
 
 DB_FILENAME: Final = "registry.db"
+LOCK_FILENAME: Final = ".smartgate.lock"
 
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 1: communities, persons and their face templates.
@@ -77,6 +93,30 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             CHECK (role != 'visitor' OR expires_at IS NOT NULL),
             UNIQUE (community, plate)
         )""",
+    ),
+    # 3: templates are sealed (indexer.crypto): the blob is 4 * dim bytes (plaintext, sealed
+    # on open) or 4 * dim + OVERHEAD. The table is rebuilt to change its CHECK; the
+    # AUTOINCREMENT counter is carried over so template ids are still never reused.
+    (
+        f"""CREATE TABLE templates_v3 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            person_key INTEGER NOT NULL REFERENCES persons(key) ON DELETE CASCADE,
+            community TEXT NOT NULL REFERENCES communities(id) ON DELETE CASCADE,
+            embedding BLOB NOT NULL,
+            dim INTEGER NOT NULL CHECK (
+                dim > 0 AND length(embedding) IN (4 * dim, 4 * dim + {OVERHEAD})
+            ),
+            created_at REAL NOT NULL
+        )""",
+        "INSERT INTO templates_v3 (id, person_key, community, embedding, dim, created_at) "
+        "SELECT id, person_key, community, embedding, dim, created_at FROM templates",
+        "DELETE FROM sqlite_sequence WHERE name = 'templates_v3'",
+        "INSERT INTO sqlite_sequence (name, seq) "
+        "SELECT 'templates_v3', seq FROM sqlite_sequence WHERE name = 'templates'",
+        "DROP TABLE templates",
+        "ALTER TABLE templates_v3 RENAME TO templates",
+        "CREATE INDEX templates_by_person ON templates(person_key)",
+        "CREATE INDEX templates_by_community ON templates(community, id)",
     ),
 )
 
@@ -148,26 +188,121 @@ class FaceTemplates:
     embeddings: np.ndarray  # (n, dim) float32
 
 
-class Store:
-    """SQLite persistence of communities, persons, face templates and vehicles. Thread-safe."""
+def data_dir_lock(data_dir: Path, *, exclusive: bool) -> int:
+    """A file descriptor holding a ``flock`` on ``data_dir/.smartgate.lock`` (close it to
+    release). Shared: an open store; exclusive: key rotation. ``ConfigError`` when the other
+    kind is held (a running node, or a rotation)."""
+    fd = os.open(data_dir / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise ConfigError(
+            f"{data_dir} is in use by another process"
+            + (" (stop the node first)" if exclusive else " (a key rotation is running)")
+        ) from exc
+    return fd
 
-    def __init__(self, data_dir: Path | str) -> None:
+
+class Store:
+    """SQLite persistence of communities, persons, face templates and vehicles. Thread-safe.
+
+    ``keys`` seal the templates (default: ``KeyRing.from_config(PrivacyConfig())``, the user's
+    key file). ``lock=False`` skips the shared data-dir lock (for the holder of the exclusive
+    one)."""
+
+    def __init__(
+        self, data_dir: Path | str, keys: KeyRing | None = None, *, lock: bool = True
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILENAME
+        self.keys = KeyRing.from_config(PrivacyConfig()) if keys is None else keys
         self._lock = threading.Lock()
-        self._con = connect_wal(self.path, foreign_keys=True)
+        self._lock_fd = data_dir_lock(self.data_dir, exclusive=False) if lock else None
         try:
+            self._con = connect_wal(self.path, foreign_keys=True)
+        except BaseException:
+            self._release_lock()
+            raise
+        try:
+            self._con.execute("PRAGMA secure_delete=ON")
             self._migrate()
+            sealed = self._seal_plaintext()
+            if sealed:
+                log.warning("%s: sealed %d plaintext face templates", self.path, sealed)
+                self.compact()
         except BaseException:
             self._con.close()
+            self._release_lock()
             raise
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- plumbing -------------------------------------------------------------------------
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
+            self._release_lock()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it, so no old page version (a removed
+        row, a plaintext one) stays in ``registry.db-wal``."""
+        with self._lock:
+            self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def compact(self) -> None:
+        """``VACUUM`` (rewrites every page: nothing of a freed page survives) and checkpoint."""
+        with self._lock:
+            self._con.execute("VACUUM")
+            self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _seal_plaintext(self) -> int:
+        """Seal the templates an older smartgate stored in plaintext; returns how many."""
+        with self._transaction() as con:
+            rows = con.execute(
+                "SELECT t.id, t.community, t.person_key, t.embedding FROM templates t "
+                "WHERE length(t.embedding) = 4 * t.dim"
+            ).fetchall()
+            for tid, community, person_key, blob in rows:
+                con.execute(
+                    "UPDATE templates SET embedding = ? WHERE id = ?",
+                    (self.keys.seal(bytes(blob), _template_ad(community, person_key)), tid),
+                )
+        return len(rows)
+
+    def reseal(self, keys: KeyRing, *, batch: int = 1000) -> int:
+        """Re-encrypt every template not sealed with ``keys``' current key (key rotation);
+        this store uses ``keys`` from then on. Returns how many were re-encrypted."""
+        old, self.keys = self.keys, keys
+        done = 0
+        last = 0
+        while True:
+            with self._transaction() as con:
+                rows = con.execute(
+                    "SELECT id, community, person_key, embedding FROM templates WHERE id > ? "
+                    "ORDER BY id LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+                for tid, community, person_key, blob in rows:
+                    if keys.is_current(blob):
+                        continue
+                    ad = _template_ad(community, person_key)
+                    plain = (keys if keys.has_key_of(blob) else old).open(blob, ad)
+                    con.execute(
+                        "UPDATE templates SET embedding = ? WHERE id = ?",
+                        (keys.seal(plain, ad), tid),
+                    )
+                    done += 1
+            if len(rows) < batch:
+                break
+            last = int(rows[-1][0])
+        self.compact()
+        return done
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -189,6 +324,13 @@ class Store:
     def _migrate(self) -> None:
         with self._transaction() as con:
             migrate(con, self.path, _MIGRATIONS)
+
+    def _seal(self, vector: np.ndarray, community: str, person_key: int) -> bytes:
+        plain = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+        return self.keys.seal(plain, _template_ad(community, person_key))
+
+    def _open(self, blob: bytes, community: str, person_key: int) -> bytes:
+        return self.keys.open(blob, _template_ad(community, person_key))
 
     def schema_version(self) -> int:
         with self._reading() as con:
@@ -264,7 +406,7 @@ class Store:
                     con,
                     "INSERT INTO templates (person_key, community, embedding, dim, created_at) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (key, community, _encode(vector), dim, now),
+                    (key, community, self._seal(vector, community, key), dim, now),
                 )
                 for vector in embeddings
             ]
@@ -282,7 +424,20 @@ class Store:
             ids = _template_ids_of(con, key)
             con.execute("DELETE FROM templates WHERE person_key = ?", (key,))
             con.execute("DELETE FROM persons WHERE key = ?", (key,))
+        self.checkpoint()
         return key, ids
+
+    def person_embeddings(self, community: str, person_id: str) -> np.ndarray:
+        """The templates ``(n, dim)`` float32 of one person (to find what else they left)."""
+        with self._reading() as con:
+            key = _person_key(con, community, person_id)
+            rows = con.execute(
+                "SELECT dim, embedding FROM templates WHERE person_key = ? ORDER BY id", (key,)
+            ).fetchall()
+        if not rows:
+            return np.empty((0, 0), np.float32)
+        plain = [self._open(blob, community, key) for _, blob in rows]
+        return np.frombuffer(b"".join(plain), "<f4").astype(np.float32).reshape(len(rows), -1)
 
     def get_person(self, community: str, person_id: str) -> Person:
         with self._reading() as con:
@@ -343,7 +498,7 @@ class Store:
             raise ModelError(f"community {community!r} holds face templates not {dim} wide")
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         keys = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-        blob = b"".join(r[3] for r in rows)
+        blob = b"".join(self._open(r[3], community, int(r[1])) for r in rows)
         vectors = np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(len(rows), dim)
         return FaceTemplates(persons, ids, keys, vectors)
 
@@ -400,6 +555,7 @@ class Store:
         with self._transaction() as con:
             vehicle = _vehicle(con, community, plate)
             con.execute("DELETE FROM vehicles WHERE key = ?", (vehicle.key,))
+        self.checkpoint()
         return vehicle
 
     def get_vehicle(self, community: str, plate: str) -> Vehicle:
@@ -480,5 +636,6 @@ def _template_ids_of(con: sqlite3.Connection, person_key: int) -> np.ndarray:
     return np.array([r[0] for r in rows], np.int64)
 
 
-def _encode(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+def _template_ad(community: str, person_key: int) -> bytes:
+    """What a template blob is bound to: its community and its owner."""
+    return f"template|{community}|{int(person_key)}".encode()

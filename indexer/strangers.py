@@ -16,9 +16,11 @@ strangers are never merged (their ids are in use elsewhere); a face close to sev
 nearest.
 
 Persistence: ``save(directory)`` writes the arrays (templates, centroid sums, sighting times)
-to a new ``strangers-<token>.npz`` and then atomically replaces ``strangers.json`` (ids,
-counters, times, and the name of the arrays file), fsyncing both; older arrays files are
-deleted afterwards. A crash at any point leaves the previous state loadable.
+as an ``.npz`` sealed with the data key (``indexer.crypto``, bound to its file name) to a new
+``strangers-<token>.sealed`` and then atomically replaces ``strangers.json`` (ids, counters,
+times, and the name of the arrays file: no embedding), fsyncing both; older arrays files are
+deleted afterwards. A crash at any point leaves the previous state loadable. A plaintext
+``strangers-<token>.npz`` of an older smartgate is still read (and sealed at the next save).
 ``StrangerIndex.load(directory, dim)`` restores it (an empty index when there is nothing yet).
 
 Thread-safe: one readers-writer lock; ``assign`` and ``remove`` are exclusive (an assignment
@@ -27,6 +29,7 @@ is a search and a change that must not interleave with another), reads and ``sav
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -42,8 +45,10 @@ from typing import Any, BinaryIO, Final
 import faiss
 import numpy as np
 
+from indexer.crypto import KeyRing
 from indexer.face_index import _apply_search_threads, check_vectors
 from indexer.locks import RWLock
+from smartgate.config import PrivacyConfig
 from smartgate.errors import ConfigError, InvalidInputError, ModelError, NotFoundError
 
 FORMAT: Final = 1
@@ -53,7 +58,7 @@ DUPLICATE_SIMILARITY: Final = 0.95
 #: Sighting times kept per stranger (the most recent); ``sightings`` counts them all.
 MAX_SEEN: Final = 1024
 _ID = re.compile(r"s-([1-9][0-9]*)")
-_ARRAYS = re.compile(r"strangers-[0-9a-f]+\.npz")
+_ARRAYS = re.compile(r"strangers-[0-9a-f]+\.(npz|sealed)")
 
 
 @dataclass(frozen=True)
@@ -134,9 +139,17 @@ def _check_community(community: object) -> str:
 
 
 class StrangerIndex:
-    """Per-community stranger clusters over ``dim``-dimensional unit embeddings."""
+    """Per-community stranger clusters over ``dim``-dimensional unit embeddings; ``keys`` seal
+    what ``save`` writes (default: the user's key file, as ``indexer.store.Store``)."""
 
-    def __init__(self, dim: int, threshold: float = 0.5, *, max_templates: int = 5) -> None:
+    def __init__(
+        self,
+        dim: int,
+        threshold: float = 0.5,
+        *,
+        max_templates: int = 5,
+        keys: KeyRing | None = None,
+    ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
         if not -1.0 <= threshold <= 1.0:
@@ -144,6 +157,7 @@ class StrangerIndex:
         if max_templates < 1:
             raise InvalidInputError(f"max_templates must be >= 1, got {max_templates}")
         self._dim = dim
+        self.keys = KeyRing.from_config(PrivacyConfig()) if keys is None else keys
         self.threshold = float(threshold)
         self.max_templates = int(max_templates)
         self._communities: dict[str, _Community] = {}
@@ -246,6 +260,28 @@ class StrangerIndex:
             state.drop_templates([i for s in gone for i in s.template_ids])
             return len(gone)
 
+    def matching(self, community: str, embeddings: np.ndarray, threshold: float) -> list[str]:
+        """Ids of the strangers of ``community`` with a template scoring ``>= threshold``
+        against a row of ``embeddings`` ``(n, dim)`` (an enrolled person seen as a stranger
+        before: erased with them)."""
+        community = _check_community(community)
+        queries = check_vectors(
+            np.ascontiguousarray(embeddings, np.float32).reshape(-1, self._dim),
+            self._dim,
+            "embeddings",
+        )
+        with self._lock.read():
+            state = self._communities.get(community)
+            if state is None or state.index.ntotal == 0 or len(queries) == 0:
+                return []
+            sims, ids = state.index.search(queries, min(int(state.index.ntotal), 64))
+            numbers = {
+                state.owner[int(i)]
+                for i, sim in zip(ids.ravel().tolist(), sims.ravel().tolist(), strict=True)
+                if i >= 0 and sim >= threshold
+            }
+        return [f"s-{n}" for n in sorted(numbers)]
+
     # -- reads -------------------------------------------------------------------------------
 
     def stats(self, community: str) -> StrangerStats:
@@ -299,18 +335,18 @@ class StrangerIndex:
         with self._save_lock:
             with self._lock.read():
                 manifest, arrays = self._snapshot()
-            name = f"strangers-{secrets.token_hex(8)}.npz"
+            name = f"strangers-{secrets.token_hex(8)}.sealed"
             manifest["arrays"] = name
-            _write_atomic(
-                directory / name,
-                lambda f: np.savez(
-                    f,
-                    allow_pickle=False,
-                    templates=arrays["templates"],
-                    sums=arrays["sums"],
-                    seen=arrays["seen"],
-                ),
+            buffer = io.BytesIO()
+            np.savez(
+                buffer,
+                allow_pickle=False,
+                templates=arrays["templates"],
+                sums=arrays["sums"],
+                seen=arrays["seen"],
             )
+            sealed = self.keys.seal(buffer.getvalue(), _arrays_ad(name))
+            _write_atomic(directory / name, lambda f: f.write(sealed))
             text = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
             _write_atomic(directory / MANIFEST, lambda f: f.write(text))
             _fsync_dir(directory)
@@ -369,6 +405,7 @@ class StrangerIndex:
         threshold: float = 0.5,
         *,
         max_templates: int = 5,
+        keys: KeyRing | None = None,
     ) -> StrangerIndex:
         """The index saved under ``directory``; an empty one when nothing was saved there yet.
 
@@ -377,7 +414,7 @@ class StrangerIndex:
         changed: the strangers must be rebuilt), ``ConfigError`` when the files are unreadable,
         of a newer format, or inconsistent.
         """
-        index = cls(dim, threshold, max_templates=max_templates)
+        index = cls(dim, threshold, max_templates=max_templates, keys=keys)
         directory = Path(directory)
         path = directory / MANIFEST
         if not path.exists():
@@ -398,9 +435,14 @@ class StrangerIndex:
             arrays_name = manifest["arrays"]
             if not isinstance(arrays_name, str) or not _ARRAYS.fullmatch(arrays_name):
                 raise ConfigError(f"{path}: bad arrays file name {arrays_name!r}")
-            with np.load(directory / arrays_name, allow_pickle=False) as data:
+            raw = (directory / arrays_name).read_bytes()
+            if arrays_name.endswith(".sealed"):
+                raw = index.keys.open(raw, _arrays_ad(arrays_name))
+            with np.load(io.BytesIO(raw), allow_pickle=False) as data:
                 arrays = {key: data[key] for key in ("templates", "sums", "seen")}
             index._restore(manifest, arrays)
+            if not arrays_name.endswith(".sealed"):
+                index.save(directory)  # an older smartgate's plaintext arrays: seal them now
         except (ConfigError, ModelError):
             raise
         except (OSError, ValueError, KeyError, TypeError, AttributeError, InvalidInputError) as exc:
@@ -451,6 +493,32 @@ class StrangerIndex:
                 f"arrays hold {len(templates)} templates, {len(sums)} sums, {len(seen)} times; "
                 f"the manifest names {t_row}, {s_row}, {seen_row}"
             )
+
+
+def reseal_saved(directory: Path | str, keys: KeyRing) -> bool:
+    """Re-encrypt the saved arrays under ``directory`` with ``keys``' current key (key
+    rotation; ``keys`` must still hold the key they were sealed with). ``False`` when there is
+    nothing sealed to re-encrypt."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.exists():
+        return False
+    name = json.loads(path.read_text(encoding="utf-8")).get("arrays")
+    if not isinstance(name, str) or not _ARRAYS.fullmatch(name) or not name.endswith(".sealed"):
+        return False
+    sealed = (directory / name).read_bytes()
+    if keys.is_current(sealed):
+        return False
+    plain = keys.open(sealed, _arrays_ad(name))
+    resealed = keys.seal(plain, _arrays_ad(name))
+    _write_atomic(directory / name, lambda f: f.write(resealed))
+    _fsync_dir(directory)
+    return True
+
+
+def _arrays_ad(name: str) -> bytes:
+    """What a sealed arrays file is bound to: its own name."""
+    return f"strangers|{name}".encode()
 
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:

@@ -62,6 +62,8 @@ class AlertHub:
             check_text(community, "community")
         if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
             raise InvalidInputError(f"after_seq must be an integer >= 0, got {after_seq!r}")
+        if after_seq >= 2**63:  # SQLite integers are signed 64-bit
+            raise InvalidInputError(f"after_seq must be below 2**63, got {after_seq}")
         sub = Subscription(self, community, after_seq, batch)
         with self._cond:
             if self._closed:

@@ -14,6 +14,7 @@ from cluster.events.redis_outbox import RedisPublisher
 from cluster.events.retention import RetentionPurger, StrangersPurged
 from cluster.events.store import EventStore
 from cluster.events.writer import EventWriter
+from indexer.crypto import KeyRing
 from smartgate.config import EventsConfig
 
 
@@ -34,10 +35,12 @@ class EventLog:
         *,
         on_strangers_purged: StrangersPurged | None = None,
         purge: bool = True,
+        keys: KeyRing | None = None,
     ) -> EventLog:
         """Open ``data_dir/events.db`` and start the writer, the publisher (when
-        ``config.redis_url`` is set) and the purger (unless ``purge`` is false)."""
-        store = EventStore(data_dir, outbox=config.redis_url is not None)
+        ``config.redis_url`` is set) and the purger (unless ``purge`` is false); ``keys`` seal
+        the thumbnails (``EventStore``)."""
+        store = EventStore(data_dir, outbox=config.redis_url is not None, keys=keys)
         try:
             publisher = (
                 None

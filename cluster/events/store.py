@@ -20,11 +20,18 @@ Tables:
   sends pending rows in ``seq`` order and records the stream entry id (the payload is cleared
   then), which ``erase_*`` turn into ``redis_deletes`` rows (XDELs waiting to be sent).
 
-Thumbnails: ``thumbs/<community>/<event id>.jpg``, written to ``thumbs/.tmp`` and renamed into
-place before the row commits, so a row with ``has_thumbnail`` always has its whole file. A crash
-between the rename and the commit leaves a file without a row; the same passage re-put after
-the restart (same id) claims it. Purges and erasures delete files before the rows that name
-them, so no file outlives its row.
+Thumbnails: ``thumbs/<community>/<event id>.sealed``, the JPEG sealed with the data key
+(``indexer.crypto``, bound to the community and event id), written to ``thumbs/.tmp`` and
+renamed into place before the row commits, so a row with ``has_thumbnail`` always has its
+whole file. A crash between the rename and the commit leaves a file without a row; the same
+passage re-put after the restart (same id) claims it. Purges and erasures delete files before
+the rows that name them, so no file outlives its row. Plaintext ``<event id>.jpg`` files of an
+older smartgate are sealed when the store opens.
+
+Erasure (``erase_person`` / ``erase_plate`` / ``erase_stranger``): ``delete`` removes the
+passages and alerts; ``anonymise`` keeps the rows with the identity, thumbnail and alert text
+removed. Both delete the thumbnails, queue XDELs of the stream entries, and checkpoint the WAL
+(``secure_delete`` is on), so the erased rows' bytes do not linger on disk.
 """
 
 from __future__ import annotations
@@ -63,14 +70,17 @@ from cluster.events.model import (
     check_time,
     event_fields,
 )
+from indexer.crypto import KeyRing
 from smartgate.checks import connect_wal, migrate
-from smartgate.config import RetentionPolicy
+from smartgate.config import PrivacyConfig, RetentionPolicy
 from smartgate.errors import InvalidInputError, NotFoundError
 
 log = logging.getLogger(__name__)
 
 DB_FILENAME: Final = "events.db"
 THUMBS_DIRNAME: Final = "thumbs"
+THUMB_SUFFIX: Final = ".sealed"
+ERASED_MESSAGE: Final = "(erased)"
 MAX_QUERY_LIMIT: Final = 1000
 MAX_TRAJECTORY_LIMIT: Final = 10_000
 MAX_THUMBNAIL_BYTES: Final = 2 * 1024 * 1024
@@ -263,9 +273,12 @@ class EventStore:
     """SQLite persistence of events, alerts and the Redis outbox. Thread-safe.
 
     ``outbox=True``: new events and alerts are also queued for Redis (``RedisPublisher``).
+    ``keys`` seal the thumbnails (default: the user's key file, as ``indexer.store.Store``).
     """
 
-    def __init__(self, data_dir: Path | str, *, outbox: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path | str, *, outbox: bool = False, keys: KeyRing | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILENAME
@@ -281,9 +294,12 @@ class EventStore:
         self._idle: list[sqlite3.Connection] = []
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
+        self.keys = KeyRing.from_config(PrivacyConfig()) if keys is None else keys
         self._con = connect_wal(self.path)
         try:
+            self._con.execute("PRAGMA secure_delete=ON")
             self._migrate()
+            self._seal_plaintext_thumbnails()
         except BaseException:
             self._con.close()
             raise
@@ -353,9 +369,21 @@ class EventStore:
     # -- thumbnails -----------------------------------------------------------------------
 
     def thumbnail_path(self, community: str, event_id: str) -> Path:
-        return self.thumbs_dir / community_dirname(community) / f"{event_id}.jpg"
+        return self.thumbs_dir / community_dirname(community) / f"{event_id}{THUMB_SUFFIX}"
 
-    def _write_thumbnail(self, community: str, event_id: str, data: bytes) -> Path:
+    def _seal_plaintext_thumbnails(self) -> None:
+        """Seal the ``<event id>.jpg`` thumbnails an older smartgate wrote in the clear."""
+        with self._reading() as con:
+            for old in sorted(self.thumbs_dir.glob("*/*.jpg")):
+                row = con.execute(
+                    "SELECT community FROM events WHERE id = ?", (old.stem,)
+                ).fetchone()
+                if row is not None:
+                    self._write_thumbnail(str(row[0]), old.stem, old.read_bytes())
+                old.unlink()
+
+    def _write_thumbnail(self, community: str, event_id: str, jpeg: bytes) -> Path:
+        data = self.keys.seal(bytes(jpeg), _thumbnail_ad(community, event_id))
         final = self.thumbnail_path(community, event_id)
         if final.parent not in self._known_dirs:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -396,9 +424,33 @@ class EventStore:
         if not row[0]:
             raise NotFoundError(f"event {event_id!r} has no thumbnail (none stored, or purged)")
         try:
-            return self.thumbnail_path(community, event_id).read_bytes()
+            sealed = self.thumbnail_path(community, event_id).read_bytes()
         except FileNotFoundError as exc:  # purged between the read and here
             raise NotFoundError(f"event {event_id!r} has no thumbnail (purged)") from exc
+        return self.keys.open(sealed, _thumbnail_ad(community, event_id))
+
+    def reseal_thumbnails(self, keys: KeyRing) -> int:
+        """Re-encrypt every thumbnail not sealed with ``keys``' current key (key rotation);
+        the store uses ``keys`` from then on. Returns how many were re-encrypted."""
+        old, self.keys = self.keys, keys
+        done = 0
+        with self._reading() as con:
+            rows = con.execute(
+                "SELECT community, id FROM events WHERE has_thumbnail = 1"
+            ).fetchall()
+        for community, eid in rows:
+            path = self.thumbnail_path(community, eid)
+            try:
+                sealed = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            if keys.is_current(sealed):
+                continue
+            ad = _thumbnail_ad(community, eid)
+            plain = (keys if keys.has_key_of(sealed) else old).open(sealed, ad)
+            self._write_thumbnail(community, eid, plain)
+            done += 1
+        return done
 
     # -- events ---------------------------------------------------------------------------
 
@@ -792,20 +844,39 @@ class EventStore:
                 )
             total += len(rows)
 
-    def erase_person(self, community: str, person_id: str) -> EraseReport:
-        """Remove every passage and alert of ``person_id`` in ``community``, their thumbnails,
-        their pending stream entries, and queue XDELs for the entries already sent."""
+    def erase_person(
+        self, community: str, person_id: str, *, anonymise: bool = False
+    ) -> EraseReport:
+        """Remove every passage and alert of ``person_id`` in ``community`` (``anonymise``:
+        keep the rows without the identity and alert text), their thumbnails, their pending
+        stream entries, and queue XDELs for the entries already sent."""
         check_text(community, "community")
         check_text(person_id, "person_id")
-        return self._erase("person_id", community, person_id)
+        return self._erase("person_id", community, person_id, anonymise)
 
-    def erase_plate(self, community: str, plate: str) -> EraseReport:
+    def erase_plate(self, community: str, plate: str, *, anonymise: bool = False) -> EraseReport:
         """``erase_person`` for a licence plate."""
         check_text(community, "community")
         check_text(plate, "plate")
-        return self._erase("plate", community, plate)
+        return self._erase("plate", community, plate, anonymise)
 
-    def _erase(self, column: str, community: str, value: str) -> EraseReport:
+    def erase_stranger(
+        self, community: str, stranger_id: str, *, anonymise: bool = False
+    ) -> EraseReport:
+        """``erase_person`` for a stranger pseudo-identity (one that was an erased person)."""
+        check_text(community, "community")
+        check_text(stranger_id, "stranger_id")
+        return self._erase("stranger_id", community, stranger_id, anonymise)
+
+    def _erase(self, column: str, community: str, value: str, anonymise: bool) -> EraseReport:
+        report = self._erase_rows(column, community, value, anonymise)
+        with self._lock:
+            self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if report.stream_entries:
+            self._notify()
+        return report
+
+    def _erase_rows(self, column: str, community: str, value: str, anonymise: bool) -> EraseReport:
         with self._lock, self._transaction() as con:
             events = con.execute(
                 f"SELECT rid, id, has_thumbnail FROM events WHERE {column} = ? AND community = ?",
@@ -818,10 +889,22 @@ class EventStore:
             thumbs = self._unlink_thumbnails((community, r[1]) for r in events if r[2])
             entries = self._queue_stream_deletes(con, "events", [r[1] for r in events])
             entries += self._queue_stream_deletes(con, "alerts", [r[1] for r in alerts])
-            _delete_in(con, "DELETE FROM events WHERE rid IN ({})", [r[0] for r in events])
-            _delete_in(con, "DELETE FROM alerts WHERE seq IN ({})", [r[0] for r in alerts])
-        if entries:
-            self._notify()
+            if anonymise:
+                _delete_in(
+                    con,
+                    "UPDATE events SET person_id = NULL, stranger_id = NULL, plate = NULL, "
+                    "has_thumbnail = 0 WHERE rid IN ({})",
+                    [r[0] for r in events],
+                )
+                _delete_in(
+                    con,
+                    "UPDATE alerts SET person_id = NULL, stranger_id = NULL, plate = NULL, "
+                    f"message = '{ERASED_MESSAGE}' WHERE seq IN ({{}})",
+                    [r[0] for r in alerts],
+                )
+            else:
+                _delete_in(con, "DELETE FROM events WHERE rid IN ({})", [r[0] for r in events])
+                _delete_in(con, "DELETE FROM alerts WHERE seq IN ({})", [r[0] for r in alerts])
         return EraseReport(len(events), len(alerts), thumbs, entries)
 
     def _queue_stream_deletes(self, con: sqlite3.Connection, topic: Topic, ids: list[str]) -> int:
@@ -893,6 +976,11 @@ class EventStore:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _thumbnail_ad(community: str, event_id: str) -> bytes:
+    """What a thumbnail file is bound to: its community and event."""
+    return f"thumbnail|{community}|{event_id}".encode()
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:

@@ -25,33 +25,33 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19smartgate/v1/events.proto\x12\x0csmartgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x02\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tcommunity\x18\x02 \x01(\t\x12\x0c\n\x04gate\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12%\n\x04kind\x18\x05 \x01(\x0e\x32\x17.smartgate.v1.EventKind\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x11\n\tperson_id\x18\x07 \x01(\t\x12\x13\n\x0bstranger_id\x18\x08 \x01(\t\x12\r\n\x05plate\x18\t \x01(\t\x12\r\n\x05score\x18\n \x01(\x02\x12\x0f\n\x07quality\x18\x0b \x01(\x02\x12\x10\n\x08liveness\x18\x0c \x01(\x02\x12)\n\x05start\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04role\x18\x0f \x01(\t\x12\x10\n\x08track_id\x18\x10 \x01(\t\x12\x15\n\rhas_thumbnail\x18\x11 \x01(\x08\"\xec\x01\n\x05\x41lert\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tcommunity\x18\x03 \x01(\t\x12\x0c\n\x04gate\x18\x04 \x01(\t\x12%\n\x04kind\x18\x05 \x01(\x0e\x32\x17.smartgate.v1.AlertKind\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x11\n\tperson_id\x18\x07 \x01(\t\x12\x13\n\x0bstranger_id\x18\x08 \x01(\t\x12\r\n\x05plate\x18\t \x01(\t\x12(\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x0b \x01(\t\"\xa0\x02\n\x12QueryEventsRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x0c\n\x04gate\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tperson_id\x18\x05 \x01(\t\x12\x13\n\x0bstranger_id\x18\x06 \x01(\t\x12\r\n\x05plate\x18\x07 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\t\x12%\n\x04kind\x18\t \x01(\x0e\x32\x17.smartgate.v1.EventKind\x12\x11\n\tpage_size\x18\n \x01(\r\x12\x12\n\npage_token\x18\x0b \x01(\t\"S\n\x13QueryEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.smartgate.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc4\x01\n\x11TrajectoryRequest\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12\x13\n\x0bstranger_id\x18\x02 \x01(\t\x12\r\n\x05plate\x18\x03 \x01(\t\x12\x13\n\x0b\x63ommunities\x18\x04 \x03(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x07 \x01(\r\"9\n\x12TrajectoryResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.smartgate.v1.Event\";\n\x14GetEventImageRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"%\n\x15GetEventImageResponse\x12\x0c\n\x04jpeg\x18\x01 \x01(\x0c\":\n\x12WatchAlertsRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04*R\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_KIND_FACE\x10\x01\x12\x14\n\x10\x45VENT_KIND_PLATE\x10\x02*|\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41LERT_KIND_WATCHLIST\x10\x01\x12\x1e\n\x1a\x41LERT_KIND_STRANGER_REPEAT\x10\x02\x12\x19\n\x15\x41LERT_KIND_TAILGATING\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19smartgate/v1/events.proto\x12\x0csmartgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x02\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tcommunity\x18\x02 \x01(\t\x12\x0c\n\x04gate\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12%\n\x04kind\x18\x05 \x01(\x0e\x32\x17.smartgate.v1.EventKind\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x11\n\tperson_id\x18\x07 \x01(\t\x12\x13\n\x0bstranger_id\x18\x08 \x01(\t\x12\r\n\x05plate\x18\t \x01(\t\x12\r\n\x05score\x18\n \x01(\x02\x12\x0f\n\x07quality\x18\x0b \x01(\x02\x12\x10\n\x08liveness\x18\x0c \x01(\x02\x12)\n\x05start\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04role\x18\x0f \x01(\t\x12\x10\n\x08track_id\x18\x10 \x01(\t\x12\x15\n\rhas_thumbnail\x18\x11 \x01(\x08\"\xec\x01\n\x05\x41lert\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tcommunity\x18\x03 \x01(\t\x12\x0c\n\x04gate\x18\x04 \x01(\t\x12%\n\x04kind\x18\x05 \x01(\x0e\x32\x17.smartgate.v1.AlertKind\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x11\n\tperson_id\x18\x07 \x01(\t\x12\x13\n\x0bstranger_id\x18\x08 \x01(\t\x12\r\n\x05plate\x18\t \x01(\t\x12(\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x0b \x01(\t\"\xb0\x02\n\x12QueryEventsRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x0c\n\x04gate\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tperson_id\x18\x05 \x01(\t\x12\x13\n\x0bstranger_id\x18\x06 \x01(\t\x12\r\n\x05plate\x18\x07 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\t\x12%\n\x04kind\x18\t \x01(\x0e\x32\x17.smartgate.v1.EventKind\x12\x11\n\tpage_size\x18\n \x01(\r\x12\x12\n\npage_token\x18\x0b \x01(\t\x12\x0e\n\x06reason\x18\x0c \x01(\t\"S\n\x13QueryEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.smartgate.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd4\x01\n\x11TrajectoryRequest\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12\x13\n\x0bstranger_id\x18\x02 \x01(\t\x12\r\n\x05plate\x18\x03 \x01(\t\x12\x13\n\x0b\x63ommunities\x18\x04 \x03(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x07 \x01(\r\x12\x0e\n\x06reason\x18\x08 \x01(\t\"9\n\x12TrajectoryResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.smartgate.v1.Event\"K\n\x14GetEventImageRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"%\n\x15GetEventImageResponse\x12\x0c\n\x04jpeg\x18\x01 \x01(\x0c\":\n\x12WatchAlertsRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04*R\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_KIND_FACE\x10\x01\x12\x14\n\x10\x45VENT_KIND_PLATE\x10\x02*|\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41LERT_KIND_WATCHLIST\x10\x01\x12\x1e\n\x1a\x41LERT_KIND_STRANGER_REPEAT\x10\x02\x12\x19\n\x15\x41LERT_KIND_TAILGATING\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'smartgate.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTKIND']._serialized_start=1479
-  _globals['_EVENTKIND']._serialized_end=1561
-  _globals['_ALERTKIND']._serialized_start=1563
-  _globals['_ALERTKIND']._serialized_end=1687
+  _globals['_EVENTKIND']._serialized_start=1527
+  _globals['_EVENTKIND']._serialized_end=1609
+  _globals['_ALERTKIND']._serialized_start=1611
+  _globals['_ALERTKIND']._serialized_end=1735
   _globals['_EVENT']._serialized_start=77
   _globals['_EVENT']._serialized_end=444
   _globals['_ALERT']._serialized_start=447
   _globals['_ALERT']._serialized_end=683
   _globals['_QUERYEVENTSREQUEST']._serialized_start=686
-  _globals['_QUERYEVENTSREQUEST']._serialized_end=974
-  _globals['_QUERYEVENTSRESPONSE']._serialized_start=976
-  _globals['_QUERYEVENTSRESPONSE']._serialized_end=1059
-  _globals['_TRAJECTORYREQUEST']._serialized_start=1062
-  _globals['_TRAJECTORYREQUEST']._serialized_end=1258
-  _globals['_TRAJECTORYRESPONSE']._serialized_start=1260
-  _globals['_TRAJECTORYRESPONSE']._serialized_end=1317
-  _globals['_GETEVENTIMAGEREQUEST']._serialized_start=1319
-  _globals['_GETEVENTIMAGEREQUEST']._serialized_end=1378
-  _globals['_GETEVENTIMAGERESPONSE']._serialized_start=1380
-  _globals['_GETEVENTIMAGERESPONSE']._serialized_end=1417
-  _globals['_WATCHALERTSREQUEST']._serialized_start=1419
-  _globals['_WATCHALERTSREQUEST']._serialized_end=1477
+  _globals['_QUERYEVENTSREQUEST']._serialized_end=990
+  _globals['_QUERYEVENTSRESPONSE']._serialized_start=992
+  _globals['_QUERYEVENTSRESPONSE']._serialized_end=1075
+  _globals['_TRAJECTORYREQUEST']._serialized_start=1078
+  _globals['_TRAJECTORYREQUEST']._serialized_end=1290
+  _globals['_TRAJECTORYRESPONSE']._serialized_start=1292
+  _globals['_TRAJECTORYRESPONSE']._serialized_end=1349
+  _globals['_GETEVENTIMAGEREQUEST']._serialized_start=1351
+  _globals['_GETEVENTIMAGEREQUEST']._serialized_end=1426
+  _globals['_GETEVENTIMAGERESPONSE']._serialized_start=1428
+  _globals['_GETEVENTIMAGERESPONSE']._serialized_end=1465
+  _globals['_WATCHALERTSREQUEST']._serialized_start=1467
+  _globals['_WATCHALERTSREQUEST']._serialized_end=1525
 # @@protoc_insertion_point(module_scope)

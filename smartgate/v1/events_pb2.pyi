@@ -95,7 +95,7 @@ class Alert(_message.Message):
     def __init__(self, id: _Optional[str] = ..., seq: _Optional[int] = ..., community: _Optional[str] = ..., gate: _Optional[str] = ..., kind: _Optional[_Union[AlertKind, str]] = ..., event_id: _Optional[str] = ..., person_id: _Optional[str] = ..., stranger_id: _Optional[str] = ..., plate: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class QueryEventsRequest(_message.Message):
-    __slots__ = ("community", "gate", "since", "until", "person_id", "stranger_id", "plate", "action", "kind", "page_size", "page_token")
+    __slots__ = ("community", "gate", "since", "until", "person_id", "stranger_id", "plate", "action", "kind", "page_size", "page_token", "reason")
     COMMUNITY_FIELD_NUMBER: _ClassVar[int]
     GATE_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class QueryEventsRequest(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     community: str
     gate: str
     since: _timestamp_pb2.Timestamp
@@ -118,7 +119,8 @@ class QueryEventsRequest(_message.Message):
     kind: EventKind
     page_size: int
     page_token: str
-    def __init__(self, community: _Optional[str] = ..., gate: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., person_id: _Optional[str] = ..., stranger_id: _Optional[str] = ..., plate: _Optional[str] = ..., action: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, community: _Optional[str] = ..., gate: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., person_id: _Optional[str] = ..., stranger_id: _Optional[str] = ..., plate: _Optional[str] = ..., action: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class QueryEventsResponse(_message.Message):
     __slots__ = ("events", "next_page_token")
@@ -129,7 +131,7 @@ class QueryEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class TrajectoryRequest(_message.Message):
-    __slots__ = ("person_id", "stranger_id", "plate", "communities", "since", "until", "limit")
+    __slots__ = ("person_id", "stranger_id", "plate", "communities", "since", "until", "limit", "reason")
     PERSON_ID_FIELD_NUMBER: _ClassVar[int]
     STRANGER_ID_FIELD_NUMBER: _ClassVar[int]
     PLATE_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +139,7 @@ class TrajectoryRequest(_message.Message):
     SINCE_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     person_id: str
     stranger_id: str
     plate: str
@@ -144,7 +147,8 @@ class TrajectoryRequest(_message.Message):
     since: _timestamp_pb2.Timestamp
     until: _timestamp_pb2.Timestamp
     limit: int
-    def __init__(self, person_id: _Optional[str] = ..., stranger_id: _Optional[str] = ..., plate: _Optional[str] = ..., communities: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, person_id: _Optional[str] = ..., stranger_id: _Optional[str] = ..., plate: _Optional[str] = ..., communities: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class TrajectoryResponse(_message.Message):
     __slots__ = ("events",)
@@ -153,12 +157,14 @@ class TrajectoryResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class GetEventImageRequest(_message.Message):
-    __slots__ = ("community", "event_id")
+    __slots__ = ("community", "event_id", "reason")
     COMMUNITY_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     community: str
     event_id: str
-    def __init__(self, community: _Optional[str] = ..., event_id: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, community: _Optional[str] = ..., event_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GetEventImageResponse(_message.Message):
     __slots__ = ("jpeg",)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from smartgate.v1 import common_pb2 as smartgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsmartgate/v1/registry.proto\x12\x0csmartgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19smartgate/v1/common.proto\"+\n\x16\x43reateCommunityRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\"=\n\x17\x43reateCommunityResponse\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x18\n\x16ListCommunitiesRequest\".\n\x17ListCommunitiesResponse\x12\x13\n\x0b\x63ommunities\x18\x01 \x03(\t\"\xbc\x01\n\x13\x45nrollPersonRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12 \n\x04role\x18\x04 \x01(\x0e\x32\x12.smartgate.v1.Role\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06images\x18\x06 \x03(\x0c\x12\x0f\n\x07replace\x18\x07 \x01(\x08\"_\n\x14\x45nrollPersonResponse\x12$\n\x06person\x18\x01 \x01(\x0b\x32\x14.smartgate.v1.Person\x12!\n\x05\x66\x61\x63\x65s\x18\x02 \x03(\x0b\x32\x12.smartgate.v1.Face\";\n\x13RemovePersonRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\"1\n\x14RemovePersonResponse\x12\x19\n\x11templates_removed\x18\x01 \x01(\r\"p\n\x12ListPersonsRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.smartgate.v1.Role\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"U\n\x13ListPersonsResponse\x12%\n\x07persons\x18\x01 \x03(\x0b\x32\x14.smartgate.v1.Person\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa7\x01\n\x11\x41\x64\x64VehicleRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\r\n\x05plate\x18\x02 \x01(\t\x12 \n\x04role\x18\x03 \x01(\x0e\x32\x12.smartgate.v1.Role\x12\r\n\x05owner\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07replace\x18\x06 \x01(\x08\"8\n\x14RemoveVehicleRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\r\n\x05plate\x18\x02 \x01(\t\"q\n\x13ListVehiclesRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.smartgate.v1.Role\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x14ListVehiclesResponse\x12\'\n\x08vehicles\x18\x01 \x03(\x0b\x32\x15.smartgate.v1.Vehicle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xb5\x05\n\x08Registry\x12^\n\x0f\x43reateCommunity\x12$.smartgate.v1.CreateCommunityRequest\x1a%.smartgate.v1.CreateCommunityResponse\x12^\n\x0fListCommunities\x12$.smartgate.v1.ListCommunitiesRequest\x1a%.smartgate.v1.ListCommunitiesResponse\x12U\n\x0c\x45nrollPerson\x12!.smartgate.v1.EnrollPersonRequest\x1a\".smartgate.v1.EnrollPersonResponse\x12U\n\x0cRemovePerson\x12!.smartgate.v1.RemovePersonRequest\x1a\".smartgate.v1.RemovePersonResponse\x12R\n\x0bListPersons\x12 .smartgate.v1.ListPersonsRequest\x1a!.smartgate.v1.ListPersonsResponse\x12\x44\n\nAddVehicle\x12\x1f.smartgate.v1.AddVehicleRequest\x1a\x15.smartgate.v1.Vehicle\x12J\n\rRemoveVehicle\x12\".smartgate.v1.RemoveVehicleRequest\x1a\x15.smartgate.v1.Vehicle\x12U\n\x0cListVehicles\x12!.smartgate.v1.ListVehiclesRequest\x1a\".smartgate.v1.ListVehiclesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsmartgate/v1/registry.proto\x12\x0csmartgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19smartgate/v1/common.proto\"+\n\x16\x43reateCommunityRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\"=\n\x17\x43reateCommunityResponse\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x18\n\x16ListCommunitiesRequest\".\n\x17ListCommunitiesResponse\x12\x13\n\x0b\x63ommunities\x18\x01 \x03(\t\"\xe5\x01\n\x13\x45nrollPersonRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12 \n\x04role\x18\x04 \x01(\x0e\x32\x12.smartgate.v1.Role\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06images\x18\x06 \x03(\x0c\x12\x0f\n\x07replace\x18\x07 \x01(\x08\x12\x17\n\x0f\x61llow_lookalike\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\"_\n\x14\x45nrollPersonResponse\x12$\n\x06person\x18\x01 \x01(\x0b\x32\x14.smartgate.v1.Person\x12!\n\x05\x66\x61\x63\x65s\x18\x02 \x03(\x0b\x32\x12.smartgate.v1.Face\"K\n\x13RemovePersonRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"1\n\x14RemovePersonResponse\x12\x19\n\x11templates_removed\x18\x01 \x01(\r\"p\n\x12ListPersonsRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.smartgate.v1.Role\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"U\n\x13ListPersonsResponse\x12%\n\x07persons\x18\x01 \x03(\x0b\x32\x14.smartgate.v1.Person\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa7\x01\n\x11\x41\x64\x64VehicleRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\r\n\x05plate\x18\x02 \x01(\t\x12 \n\x04role\x18\x03 \x01(\x0e\x32\x12.smartgate.v1.Role\x12\r\n\x05owner\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07replace\x18\x06 \x01(\x08\"H\n\x14RemoveVehicleRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12\r\n\x05plate\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"q\n\x13ListVehiclesRequest\x12\x11\n\tcommunity\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.smartgate.v1.Role\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x14ListVehiclesResponse\x12\'\n\x08vehicles\x18\x01 \x03(\x0b\x32\x15.smartgate.v1.Vehicle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xb5\x05\n\x08Registry\x12^\n\x0f\x43reateCommunity\x12$.smartgate.v1.CreateCommunityRequest\x1a%.smartgate.v1.CreateCommunityResponse\x12^\n\x0fListCommunities\x12$.smartgate.v1.ListCommunitiesRequest\x1a%.smartgate.v1.ListCommunitiesResponse\x12U\n\x0c\x45nrollPerson\x12!.smartgate.v1.EnrollPersonRequest\x1a\".smartgate.v1.EnrollPersonResponse\x12U\n\x0cRemovePerson\x12!.smartgate.v1.RemovePersonRequest\x1a\".smartgate.v1.RemovePersonResponse\x12R\n\x0bListPersons\x12 .smartgate.v1.ListPersonsRequest\x1a!.smartgate.v1.ListPersonsResponse\x12\x44\n\nAddVehicle\x12\x1f.smartgate.v1.AddVehicleRequest\x1a\x15.smartgate.v1.Vehicle\x12J\n\rRemoveVehicle\x12\".smartgate.v1.RemoveVehicleRequest\x1a\x15.smartgate.v1.Vehicle\x12U\n\x0cListVehicles\x12!.smartgate.v1.ListVehiclesRequest\x1a\".smartgate.v1.ListVehiclesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,25 +42,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCOMMUNITIESRESPONSE']._serialized_start=239
   _globals['_LISTCOMMUNITIESRESPONSE']._serialized_end=285
   _globals['_ENROLLPERSONREQUEST']._serialized_start=288
-  _globals['_ENROLLPERSONREQUEST']._serialized_end=476
-  _globals['_ENROLLPERSONRESPONSE']._serialized_start=478
-  _globals['_ENROLLPERSONRESPONSE']._serialized_end=573
-  _globals['_REMOVEPERSONREQUEST']._serialized_start=575
-  _globals['_REMOVEPERSONREQUEST']._serialized_end=634
-  _globals['_REMOVEPERSONRESPONSE']._serialized_start=636
-  _globals['_REMOVEPERSONRESPONSE']._serialized_end=685
-  _globals['_LISTPERSONSREQUEST']._serialized_start=687
-  _globals['_LISTPERSONSREQUEST']._serialized_end=799
-  _globals['_LISTPERSONSRESPONSE']._serialized_start=801
-  _globals['_LISTPERSONSRESPONSE']._serialized_end=886
-  _globals['_ADDVEHICLEREQUEST']._serialized_start=889
-  _globals['_ADDVEHICLEREQUEST']._serialized_end=1056
-  _globals['_REMOVEVEHICLEREQUEST']._serialized_start=1058
-  _globals['_REMOVEVEHICLEREQUEST']._serialized_end=1114
-  _globals['_LISTVEHICLESREQUEST']._serialized_start=1116
-  _globals['_LISTVEHICLESREQUEST']._serialized_end=1229
-  _globals['_LISTVEHICLESRESPONSE']._serialized_start=1231
-  _globals['_LISTVEHICLESRESPONSE']._serialized_end=1319
-  _globals['_REGISTRY']._serialized_start=1322
-  _globals['_REGISTRY']._serialized_end=2015
+  _globals['_ENROLLPERSONREQUEST']._serialized_end=517
+  _globals['_ENROLLPERSONRESPONSE']._serialized_start=519
+  _globals['_ENROLLPERSONRESPONSE']._serialized_end=614
+  _globals['_REMOVEPERSONREQUEST']._serialized_start=616
+  _globals['_REMOVEPERSONREQUEST']._serialized_end=691
+  _globals['_REMOVEPERSONRESPONSE']._serialized_start=693
+  _globals['_REMOVEPERSONRESPONSE']._serialized_end=742
+  _globals['_LISTPERSONSREQUEST']._serialized_start=744
+  _globals['_LISTPERSONSREQUEST']._serialized_end=856
+  _globals['_LISTPERSONSRESPONSE']._serialized_start=858
+  _globals['_LISTPERSONSRESPONSE']._serialized_end=943
+  _globals['_ADDVEHICLEREQUEST']._serialized_start=946
+  _globals['_ADDVEHICLEREQUEST']._serialized_end=1113
+  _globals['_REMOVEVEHICLEREQUEST']._serialized_start=1115
+  _globals['_REMOVEVEHICLEREQUEST']._serialized_end=1187
+  _globals['_LISTVEHICLESREQUEST']._serialized_start=1189
+  _globals['_LISTVEHICLESREQUEST']._serialized_end=1302
+  _globals['_LISTVEHICLESRESPONSE']._serialized_start=1304
+  _globals['_LISTVEHICLESRESPONSE']._serialized_end=1392
+  _globals['_REGISTRY']._serialized_start=1395
+  _globals['_REGISTRY']._serialized_end=2088
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,7 @@ class ListCommunitiesResponse(_message.Message):
     def __init__(self, communities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EnrollPersonRequest(_message.Message):
-    __slots__ = ("community", "person_id", "name", "role", "expires_at", "images", "replace")
+    __slots__ = ("community", "person_id", "name", "role", "expires_at", "images", "replace", "allow_lookalike", "reason")
     COMMUNITY_FIELD_NUMBER: _ClassVar[int]
     PERSON_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,8 @@ class EnrollPersonRequest(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_LOOKALIKE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     community: str
     person_id: str
     name: str
@@ -50,7 +52,9 @@ class EnrollPersonRequest(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     images: _containers.RepeatedScalarFieldContainer[bytes]
     replace: bool
-    def __init__(self, community: _Optional[str] = ..., person_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., images: _Optional[_Iterable[bytes]] = ..., replace: _Optional[bool] = ...) -> None: ...
+    allow_lookalike: bool
+    reason: str
+    def __init__(self, community: _Optional[str] = ..., person_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., images: _Optional[_Iterable[bytes]] = ..., replace: _Optional[bool] = ..., allow_lookalike: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class EnrollPersonResponse(_message.Message):
     __slots__ = ("person", "faces")
@@ -61,12 +65,14 @@ class EnrollPersonResponse(_message.Message):
     def __init__(self, person: _Optional[_Union[_common_pb2.Person, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[_common_pb2.Face, _Mapping]]] = ...) -> None: ...
 
 class RemovePersonRequest(_message.Message):
-    __slots__ = ("community", "person_id")
+    __slots__ = ("community", "person_id", "reason")
     COMMUNITY_FIELD_NUMBER: _ClassVar[int]
     PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     community: str
     person_id: str
-    def __init__(self, community: _Optional[str] = ..., person_id: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, community: _Optional[str] = ..., person_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RemovePersonResponse(_message.Message):
     __slots__ = ("templates_removed",)
@@ -111,12 +117,14 @@ class AddVehicleRequest(_message.Message):
     def __init__(self, community: _Optional[str] = ..., plate: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., owner: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replace: _Optional[bool] = ...) -> None: ...
 
 class RemoveVehicleRequest(_message.Message):
-    __slots__ = ("community", "plate")
+    __slots__ = ("community", "plate", "reason")
     COMMUNITY_FIELD_NUMBER: _ClassVar[int]
     PLATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     community: str
     plate: str
-    def __init__(self, community: _Optional[str] = ..., plate: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, community: _Optional[str] = ..., plate: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ListVehiclesRequest(_message.Message):
     __slots__ = ("community", "role", "page_size", "page_token")

@@ -26,7 +26,7 @@ from smartgate.v1 import common_pb2 as smartgate_dot_v1_dot_common__pb2
 from smartgate.v1 import events_pb2 as smartgate_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19smartgate/v1/search.proto\x12\x0csmartgate.v1\x1a\x19smartgate/v1/common.proto\x1a\x19smartgate/v1/events.proto\"F\n\x11SearchFaceRequest\x12\x13\n\x0b\x63ommunities\x18\x01 \x03(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\r\"@\n\tSearchHit\x12$\n\x06person\x18\x01 \x01(\x0b\x32\x14.smartgate.v1.Person\x12\r\n\x05score\x18\x02 \x01(\x02\"]\n\x12SearchFaceResponse\x12 \n\x04\x66\x61\x63\x65\x18\x01 \x01(\x0b\x32\x12.smartgate.v1.Face\x12%\n\x04hits\x18\x02 \x03(\x0b\x32\x17.smartgate.v1.SearchHit\"l\n\x12SearchPlateRequest\x12\x13\n\x0b\x63ommunities\x18\x01 \x03(\t\x12\r\n\x05plate\x18\x02 \x01(\t\x12\r\n\x05\x66uzzy\x18\x03 \x01(\x08\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x02\x12\r\n\x05limit\x18\x05 \x01(\r\"=\n\x13SearchPlateResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.smartgate.v1.PlateMatch2\xf4\x03\n\x06Search\x12O\n\nSearchFace\x12\x1f.smartgate.v1.SearchFaceRequest\x1a .smartgate.v1.SearchFaceResponse\x12R\n\x0bSearchPlate\x12 .smartgate.v1.SearchPlateRequest\x1a!.smartgate.v1.SearchPlateResponse\x12R\n\x0bQueryEvents\x12 .smartgate.v1.QueryEventsRequest\x1a!.smartgate.v1.QueryEventsResponse\x12O\n\nTrajectory\x12\x1f.smartgate.v1.TrajectoryRequest\x1a .smartgate.v1.TrajectoryResponse\x12X\n\rGetEventImage\x12\".smartgate.v1.GetEventImageRequest\x1a#.smartgate.v1.GetEventImageResponse\x12\x46\n\x0bWatchAlerts\x12 .smartgate.v1.WatchAlertsRequest\x1a\x13.smartgate.v1.Alert0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19smartgate/v1/search.proto\x12\x0csmartgate.v1\x1a\x19smartgate/v1/common.proto\x1a\x19smartgate/v1/events.proto\"V\n\x11SearchFaceRequest\x12\x13\n\x0b\x63ommunities\x18\x01 \x03(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\"@\n\tSearchHit\x12$\n\x06person\x18\x01 \x01(\x0b\x32\x14.smartgate.v1.Person\x12\r\n\x05score\x18\x02 \x01(\x02\"]\n\x12SearchFaceResponse\x12 \n\x04\x66\x61\x63\x65\x18\x01 \x01(\x0b\x32\x12.smartgate.v1.Face\x12%\n\x04hits\x18\x02 \x03(\x0b\x32\x17.smartgate.v1.SearchHit\"|\n\x12SearchPlateRequest\x12\x13\n\x0b\x63ommunities\x18\x01 \x03(\t\x12\r\n\x05plate\x18\x02 \x01(\t\x12\r\n\x05\x66uzzy\x18\x03 \x01(\x08\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x02\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x0e\n\x06reason\x18\x06 \x01(\t\"=\n\x13SearchPlateResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.smartgate.v1.PlateMatch2\xf4\x03\n\x06Search\x12O\n\nSearchFace\x12\x1f.smartgate.v1.SearchFaceRequest\x1a .smartgate.v1.SearchFaceResponse\x12R\n\x0bSearchPlate\x12 .smartgate.v1.SearchPlateRequest\x1a!.smartgate.v1.SearchPlateResponse\x12R\n\x0bQueryEvents\x12 .smartgate.v1.QueryEventsRequest\x1a!.smartgate.v1.QueryEventsResponse\x12O\n\nTrajectory\x12\x1f.smartgate.v1.TrajectoryRequest\x1a .smartgate.v1.TrajectoryResponse\x12X\n\rGetEventImage\x12\".smartgate.v1.GetEventImageRequest\x1a#.smartgate.v1.GetEventImageResponse\x12\x46\n\x0bWatchAlerts\x12 .smartgate.v1.WatchAlertsRequest\x1a\x13.smartgate.v1.Alert0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'smartgate.v1.search_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SEARCHFACEREQUEST']._serialized_start=97
-  _globals['_SEARCHFACEREQUEST']._serialized_end=167
-  _globals['_SEARCHHIT']._serialized_start=169
-  _globals['_SEARCHHIT']._serialized_end=233
-  _globals['_SEARCHFACERESPONSE']._serialized_start=235
-  _globals['_SEARCHFACERESPONSE']._serialized_end=328
-  _globals['_SEARCHPLATEREQUEST']._serialized_start=330
-  _globals['_SEARCHPLATEREQUEST']._serialized_end=438
-  _globals['_SEARCHPLATERESPONSE']._serialized_start=440
-  _globals['_SEARCHPLATERESPONSE']._serialized_end=501
-  _globals['_SEARCH']._serialized_start=504
-  _globals['_SEARCH']._serialized_end=1004
+  _globals['_SEARCHFACEREQUEST']._serialized_end=183
+  _globals['_SEARCHHIT']._serialized_start=185
+  _globals['_SEARCHHIT']._serialized_end=249
+  _globals['_SEARCHFACERESPONSE']._serialized_start=251
+  _globals['_SEARCHFACERESPONSE']._serialized_end=344
+  _globals['_SEARCHPLATEREQUEST']._serialized_start=346
+  _globals['_SEARCHPLATEREQUEST']._serialized_end=470
+  _globals['_SEARCHPLATERESPONSE']._serialized_start=472
+  _globals['_SEARCHPLATERESPONSE']._serialized_end=533
+  _globals['_SEARCH']._serialized_start=536
+  _globals['_SEARCH']._serialized_end=1036
 # @@protoc_insertion_point(module_scope)

@@ -9,14 +9,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchFaceRequest(_message.Message):
-    __slots__ = ("communities", "image", "top_k")
+    __slots__ = ("communities", "image", "top_k", "reason")
     COMMUNITIES_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     communities: _containers.RepeatedScalarFieldContainer[str]
     image: bytes
     top_k: int
-    def __init__(self, communities: _Optional[_Iterable[str]] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, communities: _Optional[_Iterable[str]] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("person", "score")
@@ -35,18 +37,20 @@ class SearchFaceResponse(_message.Message):
     def __init__(self, face: _Optional[_Union[_common_pb2.Face, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ...) -> None: ...
 
 class SearchPlateRequest(_message.Message):
-    __slots__ = ("communities", "plate", "fuzzy", "max_distance", "limit")
+    __slots__ = ("communities", "plate", "fuzzy", "max_distance", "limit", "reason")
     COMMUNITIES_FIELD_NUMBER: _ClassVar[int]
     PLATE_FIELD_NUMBER: _ClassVar[int]
     FUZZY_FIELD_NUMBER: _ClassVar[int]
     MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     communities: _containers.RepeatedScalarFieldContainer[str]
     plate: str
     fuzzy: bool
     max_distance: float
     limit: int
-    def __init__(self, communities: _Optional[_Iterable[str]] = ..., plate: _Optional[str] = ..., fuzzy: _Optional[bool] = ..., max_distance: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, communities: _Optional[_Iterable[str]] = ..., plate: _Optional[str] = ..., fuzzy: _Optional[bool] = ..., max_distance: _Optional[float] = ..., limit: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SearchPlateResponse(_message.Message):
     __slots__ = ("hits",)

@@ -159,7 +159,8 @@ def test_thumbnail_stored_beside_the_row(store: EventStore) -> None:
     assert store.put(e, JPEG)
     assert store.get(e.id).has_thumbnail is True
     path = store.thumbnail_path("c1", e.id)
-    assert path == store.thumbs_dir / "c1" / f"{e.id}.jpg" and path.read_bytes() == JPEG
+    assert path == store.thumbs_dir / "c1" / f"{e.id}.sealed"
+    assert JPEG not in path.read_bytes()  # sealed at rest (tests/unit/test_crypto.py)
     assert store.thumbnail("c1", e.id) == JPEG
     # A duplicate put does not replace the stored file.
     assert store.put(e, JPEG + b"other") is False
@@ -183,7 +184,8 @@ def test_thumbnail_written_before_the_row_and_removed_when_the_row_fails(
     seen: list[bool] = []
 
     def spy(con: sqlite3.Connection, event: Event, has_thumbnail: bool) -> bool:
-        seen.append(store.thumbnail_path(event.community, event.id).read_bytes() == JPEG)
+        path = store.thumbnail_path(event.community, event.id)
+        seen.append(store.keys.open(path.read_bytes(), f"thumbnail|c1|{event.id}".encode()) == JPEG)
         return real(con, event, has_thumbnail)
 
     monkeypatch.setattr(store, "_insert_event", spy)

@@ -77,7 +77,9 @@ def test_embeddings_are_float32_little_endian(store: Store) -> None:
     done = _enroll(store, "p1", 3)
     with store._reading() as con:
         rows = con.execute("SELECT embedding, dim FROM templates ORDER BY id").fetchall()
-    stored = np.stack([np.frombuffer(blob, dtype="<f4") for blob, _ in rows])
+    # Sealed at rest (indexer.crypto, tests/unit/test_crypto.py); the plaintext is float32 LE.
+    ad = f"template|c1|{done.person.key}".encode()
+    stored = np.stack([np.frombuffer(store.keys.open(blob, ad), dtype="<f4") for blob, _ in rows])
     assert [d for _, d in rows] == [DIM] * 3
     loaded = store.face_templates("c1", DIM)
     np.testing.assert_array_equal(loaded.embeddings, stored)

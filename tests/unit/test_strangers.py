@@ -133,7 +133,7 @@ def test_persistence_round_trip(tmp_path: Path) -> None:
     index.remove("c0", ["s-1"])
     index.save(tmp_path)
     index.save(tmp_path)  # a second save replaces the first
-    assert len(list(tmp_path.glob("strangers-*.npz"))) == 1
+    assert len(list(tmp_path.glob("strangers-*.sealed"))) == 1
     assert not list(tmp_path.glob(".*tmp"))
 
     loaded = StrangerIndex.load(tmp_path, DIM)
