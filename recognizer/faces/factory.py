@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from recognizer.backends.base import BackendOptions
-from recognizer.backends.onnxrt import OnnxRuntimeBackend
+from recognizer.backends.factory import make_backend
 from recognizer.faces.analyzer import FaceAnalyzer
 from recognizer.faces.detector import FaceDetector
 from recognizer.faces.embedder import FaceEmbedder
@@ -19,10 +18,6 @@ def build_face_analyzer(config: Config, warm: bool = True) -> FaceAnalyzer:
     Raises ``ModelError`` (with the command that fixes it) when a model is missing or altered.
     """
     store = ModelStore(config.models.cache_dir)
-    options = BackendOptions(
-        intra_op_threads=config.models.intra_op_threads,
-        allow_spinning=config.models.allow_spinning,
-    )
     names = [config.models.detector, config.models.embedder]
     if config.models.liveness:
         names.append(config.models.liveness)
@@ -31,16 +26,16 @@ def build_face_analyzer(config: Config, warm: bool = True) -> FaceAnalyzer:
     det_model, emb_model = loaded[0], loaded[1]
     live_model = loaded[2] if config.models.liveness else None
     detector = FaceDetector(
-        OnnxRuntimeBackend(det_model, options),
+        make_backend(det_model, config.models),
         det_model.manifest,
         long_side=config.detect.long_side,
         score_threshold=config.detect.score_threshold,
         nms_iou=config.detect.nms_iou,
         max_faces=config.detect.max_faces,
     )
-    embedder = FaceEmbedder(OnnxRuntimeBackend(emb_model, options), emb_model.manifest)
+    embedder = FaceEmbedder(make_backend(emb_model, config.models), emb_model.manifest)
     liveness = (
-        LivenessScorer(OnnxRuntimeBackend(live_model, options), live_model.manifest)
+        LivenessScorer(make_backend(live_model, config.models), live_model.manifest)
         if live_model is not None
         else None
     )
