@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recognizer.faces.align import align_face, context_crop
+from recognizer.faces.carry import Carried, CarryOffer, assign
 from recognizer.faces.detector import FaceDetector
 from recognizer.faces.embedder import FaceEmbedder
 from recognizer.faces.liveness import LivenessScorer
@@ -35,6 +36,8 @@ class FaceObservation:
     embedding: np.ndarray | None
     liveness: float | None
     aligned: np.ndarray = field(repr=False)
+    carried: int = 0
+    carry_origin: int = 0  # the ledger id of the embedding (see recognizer.faces.carry)
 
     @property
     def area(self) -> float:
@@ -83,18 +86,32 @@ class FaceAnalyzer:
             self.liveness.warm_up()
 
     def analyze(
-        self, image: DecodedImage, timer: StageTimer | None = None, embed_all: bool = False
+        self,
+        image: DecodedImage,
+        timer: StageTimer | None = None,
+        embed_all: bool = False,
+        carry: CarryOffer | None = None,
     ) -> list[FaceObservation]:
         """Every face in ``image``, best detection first.
 
         Embeddings and liveness are computed for usable faces only, or for every face with
-        ``embed_all`` (enrolment wants to say why a face is unusable *and* compare it).
+        ``embed_all`` (enrolment wants to say why a face is unusable *and* compare it). A
+        face that may take over a decided face of ``carry`` reuses its embedding and liveness
+        instead (it is still aligned and judged for quality: the best shot needs that).
         """
         timer = timer or StageTimer()
         with timer.stage("detect"):
             dets = self.detector.detect(image.scaled, image.scale)
         if len(dets) == 0:
             return []
+        reuse: list[Carried | None] = [None] * len(dets)
+        loans = [0] * len(dets)
+        if carry is not None:
+            reuse = assign(dets.boxes, carry.faces, carry.t, carry.policy)
+            for i, lent in enumerate(reuse):
+                if lent is not None:
+                    loans[i] = carry.ledger.claim(lent.origin)
+                    reuse[i] = lent if loans[i] else None
         with timer.stage("align"):
             crop_size = self.embedder.input_size
             aligned = np.stack(
@@ -105,40 +122,65 @@ class FaceAnalyzer:
                 assess(dets.landmarks[i], aligned[i], self.quality) for i in range(len(dets))
             ]
         chosen = [i for i, r in enumerate(reports) if embed_all or r.usable]
-        embeddings = np.zeros((0, self.embedder.dim), dtype=np.float32)
-        live = np.zeros(0, dtype=np.float32)
-        if chosen:
-            # Liveness runs beside the embedding when a second thread is allowed: on a node
-            # with a spare core (a quiet gate) that takes its cost off the frame's latency.
-            pending = None
-            if self.liveness is not None and self._side is not None:
-                pending = self._side.submit(self._score_liveness, image, dets.boxes, chosen)
-            with timer.stage("embed"):
-                embeddings = self.embedder.embed(aligned[chosen])
-            if self.liveness is not None:
-                # In parallel mode this stage is only the wait left after the embedding.
-                with timer.stage("liveness"):
-                    live = (
-                        pending.result()
-                        if pending is not None
-                        else self._score_liveness(image, dets.boxes, chosen)
-                    )
-        slot = {i: n for n, i in enumerate(chosen)}
+        fresh = [i for i in chosen if reuse[i] is None]
+        computed = self._embed_and_score(image, dets.boxes, aligned, fresh, timer)
         faces = []
         for i in range(len(dets)):
-            n = slot.get(i)
+            embedding: np.ndarray | None = None
+            liveness: float | None = None
+            carried = origin = 0
+            lent = reuse[i]
+            if i in computed:
+                embedding, liveness = computed[i]
+            elif lent is not None and i in chosen:
+                embedding, liveness = lent.embedding, lent.liveness
+                carried, origin = loans[i], lent.origin
             faces.append(
                 FaceObservation(
                     box=dets.boxes[i],
                     score=float(dets.scores[i]),
                     landmarks=dets.landmarks[i],
                     quality=reports[i],
-                    embedding=None if n is None else embeddings[n],
-                    liveness=None if n is None or live.size == 0 else float(live[n]),
+                    embedding=embedding,
+                    liveness=liveness,
                     aligned=aligned[i],
+                    carried=carried,
+                    carry_origin=origin,
                 )
             )
         return faces
+
+    def _embed_and_score(
+        self,
+        image: DecodedImage,
+        boxes: np.ndarray,
+        aligned: np.ndarray,
+        chosen: list[int],
+        timer: StageTimer,
+    ) -> dict[int, tuple[np.ndarray, float | None]]:
+        """Embeddings ``(dim,)`` and live probabilities of the faces ``chosen``, by index."""
+        if not chosen:
+            return {}
+        live = np.zeros(0, dtype=np.float32)
+        # Liveness runs beside the embedding when a second thread is allowed: on a node
+        # with a spare core (a quiet gate) that takes its cost off the frame's latency.
+        pending = None
+        if self.liveness is not None and self._side is not None:
+            pending = self._side.submit(self._score_liveness, image, boxes, chosen)
+        with timer.stage("embed"):
+            embeddings = self.embedder.embed(aligned[chosen])
+        if self.liveness is not None:
+            # In parallel mode this stage is only the wait left after the embedding.
+            with timer.stage("liveness"):
+                live = (
+                    pending.result()
+                    if pending is not None
+                    else self._score_liveness(image, boxes, chosen)
+                )
+        return {
+            i: (embeddings[n], None if live.size == 0 else float(live[n]))
+            for n, i in enumerate(chosen)
+        }
 
     def _score_liveness(
         self, image: DecodedImage, boxes: np.ndarray, chosen: list[int]

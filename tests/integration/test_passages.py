@@ -153,6 +153,51 @@ def test_a_30_frame_passage_is_one_decision_and_one_event(site: Site, faces_dir:
     assert jpeg[:3] == b"\xff\xd8\xff"
 
 
+def test_a_decided_passage_carries_its_embedding_between_fresh_frames(
+    site: Site, faces_dir: Path
+) -> None:
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    decisions = _stream(site, _passage(faces_dir, "examples_obama2.jpg"))
+    sent = [i for i, d in enumerate(decisions) if d.action != capture_pb2.ACTION_NONE]
+    assert [decisions[i].action for i in sent] == [capture_pb2.ACTION_OPEN]
+    embedded = ["embed" in d.timings_ms for d in decisions]
+    with_face = [bool(d.faces) for d in decisions]
+    # Up to the decision every frame with a usable face is embedded afresh.
+    recognised = [d.frame_action == capture_pb2.ACTION_OPEN for d in decisions]
+    assert all(embedded[i] for i in range(sent[0] + 1) if recognised[i])
+    after = range(sent[0] + 1, len(decisions))
+    carried = [i for i in after if with_face[i] and not embedded[i]]
+    assert len(carried) >= len(after) // 3, embedded
+    for i in carried:  # a carried frame is still matched and reported
+        face = decisions[i].faces[0]
+        assert face.match.person_id == "obama" and face.match.accepted
+        assert decisions[i].frame_action == capture_pb2.ACTION_OPEN
+    # Each fresh embedding is lent to at most carry_frames later frames.
+    fresh = sum(embedded)
+    assert len(carried) <= site.engine.config.tracking.carry_frames * fresh, embedded
+    _wait_quiet()
+    events = site.events()
+    assert len(events) == 1 and events[0].person_id == "obama"
+
+
+def test_without_carrying_every_frame_is_embedded(
+    face_analyzer, plate_reader, base_config: Config, tmp_path: Path, faces_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    config = _config(base_config, tmp_path)
+    config = replace(config, tracking=replace(config.tracking, carry_frames=0))
+    engine = Engine(
+        config, face_analyzer, FaceRegistry(tmp_path, face_analyzer.embedder.dim), plate_reader
+    )
+    s = Site(engine)
+    try:
+        s.registry = registry_pb2_grpc.RegistryStub(s.channel)  # type: ignore[attr-defined]
+        _enroll(s, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+        decisions = _stream(s, _passage(faces_dir, "examples_obama2.jpg", frames=12))
+        assert all("embed" in d.timings_ms for d in decisions if d.frame_action)
+    finally:
+        s.close()
+
+
 def test_watchlist_alert_is_pushed_as_it_happens_and_resumes(site: Site, faces_dir: Path) -> None:
     _enroll(site, faces_dir, "biden", "examples_biden.jpg", common_pb2.ROLE_WATCHLIST)
     received: list[events_pb2.Alert] = []

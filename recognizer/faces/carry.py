@@ -1,0 +1,128 @@
+"""Carrying a decided face's embedding over to the next frames of its passage.
+
+Once a gate's passage has decided (the door opened), the person is still in view for many
+frames. Embedding every one of them again buys nothing but a chance to escalate (a watchlist
+hit after all), so a face whose box overlaps a decided face of the gate's previous frame takes
+that face's embedding and liveness instead, for at most ``max_carry`` frames in a row; then it
+is embedded afresh. Undecided faces are never carried: every frame of a passage before its
+decision is a fresh, independent vote.
+
+Pure logic: the passages publish ``Carried`` faces after each frame, the analyzer asks
+``assign`` which of a new frame's faces may reuse one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Carried:
+    """A decided face of a gate's latest frame. ``box`` ``(4,)`` original pixels;
+    ``embedding`` ``(d,)`` unit vector from the last fresh frame; ``origin``: the
+    ``CarryLedger`` id of that fresh embedding; ``t``: the frame's time (seconds)."""
+
+    box: np.ndarray = field(repr=False)
+    embedding: np.ndarray = field(repr=False)
+    liveness: float | None
+    origin: int
+    t: float
+
+
+@dataclass(frozen=True)
+class CarryPolicy:
+    """``max_carry`` frames in a row at most (0 switches carrying off); boxes must overlap by
+    ``iou_min``; a carried face older than ``max_age_s`` is stale."""
+
+    max_carry: int = 3
+    iou_min: float = 0.6
+    max_age_s: float = 0.6
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes ``a`` ``(n, 4)`` and ``b`` ``(m, 4)`` → ``(n, m)``."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def assign(
+    boxes: np.ndarray, carried: Sequence[Carried], t: float, policy: CarryPolicy
+) -> list[Carried | None]:
+    """For each box of ``boxes`` ``(n, 4)``, the carried face it may reuse, or None.
+
+    One-to-one, greedy on the highest overlap; a carried face whose time is more than
+    ``max_age_s`` from ``t`` (either way: frames of one gate may be recognised out of order)
+    is not used. How often an embedding may still be lent is the ``CarryLedger``'s call.
+    """
+    out: list[Carried | None] = [None] * len(boxes)
+    live = [c for c in carried if abs(t - c.t) <= policy.max_age_s]
+    if policy.max_carry <= 0 or not live or len(boxes) == 0:
+        return out
+    overlap = iou_matrix(boxes, np.stack([c.box for c in live]))
+    used: set[int] = set()
+    for flat in np.argsort(-overlap, axis=None, kind="stable"):
+        i, j = divmod(int(flat), overlap.shape[1])
+        if overlap[i, j] < policy.iou_min:
+            break
+        if out[i] is None and j not in used:
+            out[i] = live[j]
+            used.add(j)
+    return out
+
+
+class CarryLedger:
+    """How many times each fresh embedding has been lent, across compute threads.
+
+    Frames of one gate are recognised in parallel, so several may borrow from the same
+    decided face before any of them is tracked: counting the loans here, not along the chain
+    of frames, keeps every embedding to at most ``max_carry`` frames.
+    """
+
+    def __init__(self, max_carry: int, capacity: int = 4096) -> None:
+        self.max_carry = max_carry
+        self.capacity = capacity
+        self._ids = itertools.count(1)
+        self._loans: OrderedDict[int, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def new_origin(self) -> int:
+        """An id for an embedding computed afresh."""
+        return next(self._ids)
+
+    def claim(self, origin: int) -> int:
+        """Borrow ``origin`` once more: the loan's number (1..max_carry), or 0 when spent."""
+        with self._lock:
+            used = self._loans.get(origin, 0)
+            if used >= self.max_carry:
+                return 0
+            self._loans[origin] = used + 1
+            self._loans.move_to_end(origin)
+            while len(self._loans) > self.capacity:
+                self._loans.popitem(last=False)
+            return used + 1
+
+
+@dataclass(frozen=True)
+class CarryOffer:
+    """What a frame may reuse: its gate's latest decided ``faces``, the frame's time ``t``
+    (seconds), the ``policy`` and the node's ``ledger``."""
+
+    faces: Sequence[Carried]
+    t: float
+    policy: CarryPolicy
+    ledger: CarryLedger
