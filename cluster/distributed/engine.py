@@ -1,0 +1,309 @@
+"""``ClusterEngine``: the frontend's engine in cluster mode, with the interface the servicers and
+``cluster.node.Node`` use of ``cluster.engine.Engine``, so ``Node.around(ClusterEngine)`` serves
+the same gRPC API.
+
+A frame goes to a recognizer worker (``WorkerPool``, routed by gate), its faces and plates to
+the community's index actor (``IndexDirectory``, one round trip), and the verdicts through the
+same policy code as the embedded engine (``cluster.engine.judge``). Enrolment: the photos' faces
+on a worker, the templates into the community's actor (durable and indexed when it returns).
+Face search: the query face on a worker, then every community's actor in parallel, merged.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from cluster.distributed.directory import IndexDirectory
+from cluster.distributed.pool import WorkerPool
+from cluster.distributed.routing import merge_top
+from cluster.distributed.worker import FrameFacts, LazyFrame
+from cluster.engine import (
+    FrameResult,
+    Lane,
+    MatchedFace,
+    MatchedPlate,
+    SearchHit,
+    check_enrollment,
+    judge,
+    plate_usable,
+)
+from indexer.crypto import KeyRing
+from indexer.types import Identification, Person, Role, Vehicle, VehicleMatch
+from indexer.vehicles import _order as vehicle_order
+from recognizer.faces.analyzer import FaceObservation, StageTimer
+from recognizer.image import DecodeLimits
+from smartgate.config import Config
+from smartgate.errors import AlreadyExistsError, ConfigError, InvalidInputError
+
+
+@dataclass(frozen=True)
+class FrontendKeys:
+    """What the frontend's node reads of ``engine.registry.store``: the data keys, which seal
+    its strangers index and event log as the index actors seal the templates."""
+
+    keys: KeyRing
+
+
+class ClusterRegistry:
+    """``engine.registry`` in cluster mode: the persons of each community, in its index actor."""
+
+    def __init__(self, directory: IndexDirectory, keys: KeyRing) -> None:
+        self.directory = directory
+        self.store = FrontendKeys(keys)
+
+    def create_community(self, community: str) -> None:
+        if self.directory.exists(community):
+            raise AlreadyExistsError(f"community '{community}' already exists")
+        self.directory.handle(community, create=True)
+
+    def has_community(self, community: str) -> bool:
+        return self.directory.exists(community)
+
+    def communities(self) -> list[str]:
+        return self.directory.communities()
+
+    def person_embeddings(self, community: str, person_id: str) -> np.ndarray:
+        result: np.ndarray = self.directory.read(community, "person_embeddings", person_id)
+        return result
+
+    def remove(self, community: str, person_id: str) -> int:
+        result: int = self.directory.write(community, "remove", person_id)
+        return result
+
+    def list_persons(
+        self, community: str, role: Role | None = None, limit: int = 100, after: str | None = None
+    ) -> list[Person]:
+        result: list[Person] = self.directory.read(community, "list_persons", role, limit, after)
+        return result
+
+
+class ClusterVehicles:
+    """``engine.vehicles`` in cluster mode: each community's plates, in its index actor."""
+
+    def __init__(self, directory: IndexDirectory) -> None:
+        self.directory = directory
+
+    def add(
+        self,
+        community: str,
+        plate: str,
+        *,
+        role: Role = "resident",
+        owner: str = "",
+        expires_at: float | None = None,
+        replace: bool = False,
+    ) -> Vehicle:
+        result: Vehicle = self.directory.write(
+            community, "add_vehicle", plate, role, owner, expires_at, replace, create=True
+        )
+        return result
+
+    def remove(self, community: str, plate: str) -> Vehicle:
+        result: Vehicle = self.directory.write(community, "remove_vehicle", plate)
+        return result
+
+    def list(
+        self, community: str, role: Role | None = None, limit: int = 100, after: str | None = None
+    ) -> builtins.list[Vehicle]:
+        result: builtins.list[Vehicle] = self.directory.read(
+            community, "list_vehicles", role, limit, after
+        )
+        return result
+
+    def search(
+        self,
+        communities: builtins.list[str],
+        text: str,
+        *,
+        fuzzy: bool = True,
+        max_distance: float = 1.0,
+        limit: int = 10,
+    ) -> builtins.list[VehicleMatch]:
+        """As ``VehicleRegistry.search``: every community checked first, then fanned out."""
+        wanted = builtins.list(dict.fromkeys(communities))
+        if not wanted:
+            raise InvalidInputError("communities must name at least one community")
+        for c in wanted:
+            self.directory.require(c)
+        groups = self.directory.read_many(wanted, "search_plates", text, fuzzy, max_distance, limit)
+        found = sorted((m for group in groups for m in group), key=vehicle_order)
+        return found[:limit]
+
+
+class ClusterEngine:
+    """See the module docstring. ``open`` starts the worker pool (blocking until
+    ``cluster.min_workers`` workers are warm); ``close`` stops it."""
+
+    def __init__(
+        self,
+        config: Config,
+        pool: WorkerPool,
+        directory: IndexDirectory,
+        threshold: float,
+        keys: KeyRing,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.directory = directory
+        self.registry = ClusterRegistry(directory, keys)
+        self.vehicles = ClusterVehicles(directory)
+        self.threshold = threshold
+        d = config.decode
+        self.limits = DecodeLimits(d.max_bytes, d.max_pixels, d.max_side)
+        self.embedding_dim = directory.dim
+
+    @classmethod
+    def open(cls, config: Config) -> ClusterEngine:
+        """Start the pool and find the embedder's width and threshold from a warm worker."""
+        if config.capture.workers == 0:
+            # The scheduler's threads only wait on the cluster here: enough of them to keep
+            # every worker of the largest pool busy, with one frame queued behind each.
+            config = replace(
+                config, capture=replace(config.capture, workers=2 * config.cluster.max_workers)
+            )
+        # Before any index actor starts: creates the key file when there is none yet.
+        keys = KeyRing.from_config(config.privacy)
+        pool = WorkerPool(config)
+        pool.start()
+        try:
+            info = next(iter(pool.live_infos().values()))
+            threshold = config.match.threshold
+            if threshold is None:
+                threshold = info.default_threshold
+            if threshold is None:
+                raise ConfigError("the embedder has no default threshold; set match.threshold")
+            directory = IndexDirectory(
+                config.cluster, Path(config.data_dir), info.dim, config.privacy
+            )
+        except BaseException:
+            pool.close()
+            raise
+        return cls(config, pool, directory, float(threshold), keys)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.directory.close()
+
+    # -- capture ---------------------------------------------------------------------------
+
+    def process_frame(
+        self,
+        community: str,
+        image: bytes,
+        now: float | None = None,
+        *,
+        lane: Lane = Lane.PEDESTRIAN,
+        plate_crop: bytes = b"",
+        carry: object | None = None,
+        gate: str = "",
+    ) -> FrameResult:
+        """As ``Engine.process_frame``, across the cluster (see the module docstring).
+
+        ``carry`` (the embedded engine's reuse of a decided face's embedding) is not used: its
+        ledger lives on the frontend, so every face is embedded afresh on the worker. Frames
+        route by ``community/gate`` (the gate when the caller names it)."""
+        del carry
+        if not community:
+            raise InvalidInputError("frame has no community")
+        self.directory.require(community)
+        facts: FrameFacts = self.pool.call(
+            f"{community}/{gate}", "read_frame", image, lane, plate_crop
+        )
+        timer = StageTimer(dict(facts.timings_ms))
+        with timer.stage("match"):
+            t = time.time() if now is None else now
+            usable = [i for i, f in enumerate(facts.faces) if f.embedding is not None]
+            queries = (
+                np.stack([facts.faces[i].embedding for i in usable])  # type: ignore[misc]
+                if usable
+                else None
+            )
+            plate_ok = [plate_usable(self.config, r) for r, _ in facts.readings]
+            texts = [r.text for (r, _), ok in zip(facts.readings, plate_ok, strict=True) if ok]
+            m = self.config.match
+            ids, vehicles = self.directory.read(
+                community,
+                "match",
+                queries,
+                self.threshold,
+                m.margin,
+                m.top_k,
+                texts,
+                self.config.plates.max_distance,
+            )
+            faces = _matched_faces(facts.faces, usable, ids)
+            plates = _matched_plates(facts, plate_ok, vehicles)
+            image_ref = LazyFrame(image, self.limits, facts.decoded_for, facts.scale)
+            return judge(faces, plates, t, timer.ms, image_ref)
+
+    # -- registry --------------------------------------------------------------------------
+
+    def enroll(
+        self,
+        community: str,
+        person_id: str,
+        images: list[bytes],
+        *,
+        name: str = "",
+        role: str = "resident",
+        expires_at: float | None = None,
+        replace: bool = False,
+        allow_lookalike: bool = False,
+    ) -> tuple[Person, list[FaceObservation]]:
+        """As ``Engine.enroll`` (the look-alike check included); returns once the templates
+        are committed and indexed by the community's actor."""
+        check_enrollment(images, role, expires_at)
+        faces: list[FaceObservation] = self.pool.call(community, "enrollment_faces", images)
+        embeddings = np.stack([f.embedding for f in faces])  # type: ignore[misc]
+        check = self.config.privacy.lookalike_check and not allow_lookalike
+        person: Person = self.directory.write(
+            community,
+            "enroll",
+            person_id,
+            embeddings,
+            name,
+            role,
+            expires_at,
+            replace,
+            self.threshold if check else None,
+            create=True,
+        )
+        return person, faces
+
+    # -- search ----------------------------------------------------------------------------
+
+    def search_face(
+        self, communities: list[str], image: bytes, top_k: int = 5
+    ) -> tuple[FaceObservation, list[SearchHit]]:
+        """As ``Engine.search_face``: one query face, every community's actor at once."""
+        if not communities:
+            raise InvalidInputError("name at least one community to search")
+        for c in communities:
+            self.directory.require(c)
+        face, embedding = self.pool.call("search", "query_face", image)
+        groups = self.directory.read_many(communities, "search", embedding, top_k)
+        return face, [SearchHit(p, s) for p, s in merge_top(groups, top_k)]
+
+
+def _matched_faces(
+    faces: list[FaceObservation], usable: list[int], ids: list[Identification]
+) -> list[MatchedFace]:
+    found: list[Identification | None] = [None] * len(faces)
+    for i, ident in zip(usable, ids, strict=True):
+        found[i] = ident
+    return [MatchedFace(f, ident) for f, ident in zip(faces, found, strict=True)]
+
+
+def _matched_plates(
+    facts: FrameFacts, usable: list[bool], matches: list[VehicleMatch | None]
+) -> list[MatchedPlate]:
+    it = iter(matches)
+    return [
+        MatchedPlate(r, next(it) if ok else None, ok, camera)
+        for (r, camera), ok in zip(facts.readings, usable, strict=True)
+    ]

@@ -1,0 +1,170 @@
+"""One community's registry, run as a Ray actor in cluster mode (``CommunityIndex``).
+
+Each community has one authoritative store: its own ``registry.db`` (SQLite, WAL) under
+``<data_dir>/communities/<community>/``, written only by that community's index actor (a named
+actor: one per community in the cluster, whichever frontend asks). The WAL is the append-only
+log of changes and its checkpoints the snapshots; the FAISS index and the plate index are
+rebuilt from the store when the actor (re)starts, so a restarted actor, on any node that sees
+the data directory, recovers exactly what was committed. An enrolment or removal returns only
+after its transaction committed and the actor's in-memory index applied it; every frame of the
+community is matched by this same actor, so read-your-writes holds for every worker and every
+frontend by construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import numpy as np
+
+from indexer.crypto import KeyRing
+from indexer.registry import FaceRegistry
+from indexer.types import Identification, Person, Role, Vehicle, VehicleMatch
+from indexer.vehicles import VehicleRegistry
+from smartgate.config import PrivacyConfig
+from smartgate.errors import AlreadyExistsError, NotFoundError
+
+COMMUNITIES_DIR = "communities"
+STORE_FILE = "registry.db"
+
+
+def community_dir(data_dir: Path, community: str) -> Path:
+    """Where ``community``'s store lives: its id percent-encoded (``/``, ``.`` and every other
+    non-alphanumeric character but ``-`` and ``_``), so an id never escapes the folder."""
+    name = quote(community, safe="-_").replace(".", "%2E")
+    return Path(data_dir) / COMMUNITIES_DIR / name
+
+
+def stored_communities(data_dir: Path) -> list[str]:
+    """Every community with a store under ``data_dir``, sorted."""
+    root = Path(data_dir) / COMMUNITIES_DIR
+    if not root.is_dir():
+        return []
+    return sorted(unquote(p.name) for p in root.iterdir() if (p / STORE_FILE).is_file())
+
+
+def has_store(data_dir: Path, community: str) -> bool:
+    return (community_dir(data_dir, community) / STORE_FILE).is_file()
+
+
+class CommunityIndex:
+    """The registry of one community (faces and vehicles), restored from its store on start.
+
+    ``create``: create the community when its store does not hold it yet (``create_community``,
+    a first enrolment or vehicle); otherwise a missing community raises ``NotFoundError``.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        community: str,
+        dim: int,
+        privacy: PrivacyConfig,
+        create: bool = False,
+    ) -> None:
+        self.community = community
+        path = community_dir(data_dir, community)
+        if not create and not (path / STORE_FILE).is_file():
+            raise NotFoundError(f"community '{community}' does not exist")
+        path.mkdir(parents=True, exist_ok=True)
+        # The templates are sealed with the deployment's data keys (indexer.crypto).
+        self.registry = FaceRegistry(path, dim, keys=KeyRing.from_config(privacy))
+        self.vehicles = VehicleRegistry(self.registry)
+        if not self.registry.has_community(community):
+            with contextlib.suppress(AlreadyExistsError):  # one writer per store: never
+                self.registry.create_community(community)
+
+    def info(self) -> dict[str, int | str]:
+        """Readiness probe: pid, node and how many templates the index holds."""
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        return {
+            "pid": os.getpid(),
+            "node_id": node,
+            "templates": self.registry.indexed_templates(self.community),
+        }
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def match(
+        self,
+        embeddings: np.ndarray | None,
+        threshold: float,
+        margin: float,
+        k: int,
+        plates: list[str],
+        max_distance: float,
+    ) -> tuple[list[Identification], list[VehicleMatch | None]]:
+        """A frame's faces ``(q, dim)`` (or None) and usable plate texts, in one round trip."""
+        c = self.community
+        ids = (
+            self.registry.identify(c, embeddings, threshold=threshold, margin=margin, k=k)
+            if embeddings is not None and len(embeddings)
+            else []
+        )
+        return ids, [self.vehicles.match(c, text, max_distance) for text in plates]
+
+    # -- persons --------------------------------------------------------------------------
+
+    def enroll(
+        self,
+        person_id: str,
+        embeddings: np.ndarray,
+        name: str,
+        role: Role,
+        expires_at: float | None,
+        replace: bool,
+        lookalike_threshold: float | None,
+    ) -> Person:
+        return self.registry.enroll(
+            self.community,
+            person_id,
+            embeddings,
+            name=name,
+            role=role,
+            expires_at=expires_at,
+            replace=replace,
+            lookalike_threshold=lookalike_threshold,
+        )
+
+    def person_embeddings(self, person_id: str) -> np.ndarray:
+        """The stored templates ``(n, dim)`` of one person (erasure looks for their strangers)."""
+        return self.registry.person_embeddings(self.community, person_id)
+
+    def remove(self, person_id: str) -> int:
+        return self.registry.remove(self.community, person_id)
+
+    def list_persons(self, role: Role | None, limit: int, after: str | None) -> list[Person]:
+        return self.registry.list_persons(self.community, role=role, limit=limit, after=after)
+
+    def search(self, embedding: np.ndarray, top_k: int) -> list[tuple[Person, float]]:
+        return self.registry.search(self.community, embedding, top_k)
+
+    # -- vehicles -------------------------------------------------------------------------
+
+    def add_vehicle(
+        self, plate: str, role: Role, owner: str, expires_at: float | None, replace: bool
+    ) -> Vehicle:
+        return self.vehicles.add(
+            self.community, plate, role=role, owner=owner, expires_at=expires_at, replace=replace
+        )
+
+    def remove_vehicle(self, plate: str) -> Vehicle:
+        return self.vehicles.remove(self.community, plate)
+
+    def list_vehicles(self, role: Role | None, limit: int, after: str | None) -> list[Vehicle]:
+        return self.vehicles.list(self.community, role=role, limit=limit, after=after)
+
+    def search_plates(
+        self, text: str, fuzzy: bool, max_distance: float, limit: int
+    ) -> list[VehicleMatch]:
+        return self.vehicles.search(
+            [self.community], text, fuzzy=fuzzy, max_distance=max_distance, limit=limit
+        )
+
+    def close(self) -> None:
+        self.registry.close()
