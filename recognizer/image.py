@@ -20,6 +20,17 @@ from smartgate.errors import DecodeError
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_IHDR_END = 33  # signature (8) + length (4) + b"IHDR" (4) + 13 bytes of header + CRC (4)
+# The fewest bytes a file can spend on each declared pixel. A Huffman-coded JPEG codes every
+# 8x8 luma block's DC coefficient with at least one bit: width * height / 512 bytes at least.
+# Deflate (PNG) expands at most 1032:1. A header that declares more than its bytes can hold is
+# a truncated file or a decompression bomb: refused before any pixel buffer is allocated.
+JPEG_PIXELS_PER_BYTE = 512
+DEFLATE_MAX_RATIO = 1032
+ARITHMETIC_SOF = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 
 
 @dataclass(frozen=True)
@@ -59,8 +70,8 @@ def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
         except ValueError as exc:
             raise DecodeError(f"JPEG header is unreadable: {exc}") from exc
     else:
-        # PNG: signature (8) + IHDR length (4) + b"IHDR" (4) + width (4) + height (4)
-        if len(data) < 24 or data[12:16] != b"IHDR":
+        # PNG: signature (8) + IHDR length (4) + b"IHDR" (4) + width (4) + height (4) + ...
+        if len(data) < PNG_IHDR_END or data[12:16] != b"IHDR":
             raise DecodeError("PNG is truncated before its IHDR header")
         width, height = struct.unpack(">II", data[16:24])
     if width <= 0 or height <= 0:
@@ -70,7 +81,48 @@ def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
             f"image declares {width}x{height} pixels; the limits are {limits.max_side} per side "
             f"and {limits.max_pixels} in total"
         )
+    least = _least_bytes_jpeg(data, width, height) if fmt == "jpeg" else _least_bytes_png(data)
+    if len(data) < least:
+        raise DecodeError(
+            f"image declares {width}x{height} pixels in only {len(data)} bytes (it needs at "
+            f"least {least}): truncated, or a decompression bomb"
+        )
     return ImageInfo(fmt, width, height)
+
+
+def _jpeg_frame_marker(data: bytes) -> int | None:
+    """The SOFn marker of ``data`` from a walk over the header segments (None: not found)."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker in HUFFMAN_SOF or marker in ARITHMETIC_SOF:
+            return marker
+        elif marker in (0xD9, 0xDA):  # end of image or start of scan before any frame
+            return None
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
+def _least_bytes_jpeg(data: bytes, width: int, height: int) -> int:
+    if _jpeg_frame_marker(data) in ARITHMETIC_SOF:
+        # An arithmetic coder spends almost nothing on a flat image: no lower bound holds.
+        raise DecodeError("arithmetic-coded JPEG is not accepted; send Huffman-coded JPEG")
+    return width * height // JPEG_PIXELS_PER_BYTE
+
+
+def _least_bytes_png(data: bytes) -> int:
+    width, height = struct.unpack(">II", data[16:24])
+    depth, colour = data[24], data[25]
+    channels = PNG_CHANNELS.get(colour)
+    if channels is None or depth not in PNG_DEPTHS[colour]:
+        raise DecodeError(f"PNG declares an invalid bit depth {depth} or colour type {colour}")
+    raw = height * (1 + (width * channels * depth + 7) // 8)  # a filter byte per row
+    return raw // DEFLATE_MAX_RATIO
 
 
 def _decode_jpeg(data: bytes, min_width: int = 0, min_height: int = 0) -> np.ndarray:
