@@ -491,13 +491,15 @@ def run_load(
     client_in_process: bool = False,
     progress: bool = True,
     seed: int = 0,
+    connect: Any = grpc.insecure_channel,
 ) -> RunResult:
-    """Open-loop load: every gate sends on its own clock for ``warmup + duration`` seconds."""
+    """Open-loop load: every gate sends on its own clock for ``warmup + duration`` seconds.
+    ``connect(address)`` opens each gate's channel (``cluster.security.channel`` for TLS)."""
     for s in specs:
         if s.lane not in pool.frames:
             raise ValueError(f"gate {s.name}: no frames for lane {s.lane!r} in this workload")
     rng = np.random.default_rng(seed)
-    channels = [grpc.insecure_channel(address) for _ in specs]
+    channels = [connect(address) for _ in specs]
     try:
         for ch in channels:
             grpc.channel_ready_future(ch).result(timeout=15)
@@ -1153,6 +1155,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--server", help="HOST:PORT of a running node (default: start one here)")
     p.add_argument("--server-pid", type=int, help="process id of --server, for its CPU use")
+    p.add_argument("--tls-ca", type=Path, help="CA of --server's certificate: use TLS")
+    p.add_argument("--cert", type=Path, help="client certificate (mutual TLS)")
+    p.add_argument("--key", type=Path, help="key of --cert")
+    p.add_argument("--token", help="bearer token (an admin token), or @FILE holding it")
     p.add_argument("--config", type=Path, help="TOML configuration of the embedded node")
     p.add_argument("--models-dir", type=Path, help="model cache of the embedded node")
     p.add_argument("--gates", type=int, default=8, help="simulated gates (default 8)")
@@ -1196,6 +1202,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _connector(args: argparse.Namespace) -> Any:
+    """How the simulator opens channels to ``--server`` (plain, TLS, mTLS, a token)."""
+    from cluster.security.channel import open_channel, read_token
+
+    token = read_token(args.token)
+    return lambda address: open_channel(
+        address, ca=args.tls_ca, cert=args.cert, key=args.key, token=token
+    )
+
+
 def _factors(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -1235,10 +1251,12 @@ def _execute(
         with server_cm as (address, pid):
             pool = pool_future.result()
             _log(quiet, f"frames: {pool.describe()}")
-            with grpc.insecure_channel(address) as ch:
+            connect = _connector(args)
+            with connect(address) as ch:
                 grpc.channel_ready_future(ch).result(timeout=10)
                 prepare_community(ch, community, pool)
             common = {
+                "connect": connect,
                 "community": community,
                 "warmup": warmup,
                 "drain_s": args.drain,

@@ -131,6 +131,7 @@ def _config(args: argparse.Namespace) -> Config:
         "data_dir": getattr(args, "data_dir", None),
         "server.listen": getattr(args, "listen", None),
         "models.cache_dir": getattr(args, "models_dir", None),
+        "cluster.address": getattr(args, "cluster", None),
     }
     return load_config(args.config, overrides=overrides)
 
@@ -160,21 +161,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     # Listen first (health NOT_SERVING), then load and warm the models, then serve.
-    running = start_server(None, cfg.server)
+    running = start_server(None, cfg.server, cfg.security)
     print(
         f"smartgate listening on {running.address}; loading models from {cfg.models.cache_dir}",
         flush=True,
     )
     try:
-        node = Node.open(cfg)
+        if cfg.cluster.address:  # Ray cluster mode: same API, recognition on the workers
+            from cluster.distributed.runtime import open_cluster_node
+
+            node: Node = open_cluster_node(cfg)
+        else:
+            node = Node.open(cfg)
     except BaseException:
         running.stop(0)
         raise
     try:
         if cfg.server.metrics_listen:
-            port = node.metrics.serve(cfg.server.metrics_listen)
+            port = node.metrics.serve(
+                cfg.server.metrics_listen, cfg.security.tls_cert, cfg.security.tls_key
+            )
             host = cfg.server.metrics_listen.rpartition(":")[0]
-            print(f"metrics on http://{host}:{port}/metrics", flush=True)
+            scheme = "https" if cfg.security.tls else "http"
+            print(f"metrics on {scheme}://{host}:{port}/metrics", flush=True)
         running.ready(node)
         print(
             f"smartgate serving on {running.address} (data in {cfg.data_dir.resolve()})", flush=True
@@ -185,14 +194,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    from cluster.distributed.runtime import cluster_up
+
+    return cluster_up(args.nodes, args.cpus_per_node, args.object_store_mb)
+
+
 def _channel(args: argparse.Namespace) -> grpc.Channel:
-    limit = 64 * 1024 * 1024
-    return grpc.insecure_channel(
+    from cluster.security.channel import open_channel, read_token
+
+    return open_channel(
         args.server,
-        options=[
-            ("grpc.max_send_message_length", limit),
-            ("grpc.max_receive_message_length", limit),
-        ],
+        ca=args.tls_ca,
+        cert=args.cert,
+        key=args.key,
+        token=read_token(args.token),
     )
 
 
@@ -488,7 +504,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _channel(args) as channel:
         reply = search_pb2_grpc.SearchStub(channel).SearchFace(
             search_pb2.SearchFaceRequest(
-                communities=args.communities, image=_read(args.image), top_k=args.top_k
+                communities=args.communities,
+                image=_read(args.image),
+                top_k=args.top_k,
+                reason=args.reason or "",
             ),
             timeout=args.timeout,
         )
@@ -666,6 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     def client(p: argparse.ArgumentParser) -> None:
         p.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of smartgate")
         p.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+        p.add_argument("--tls-ca", type=Path, help="CA of the server certificate: use TLS")
+        p.add_argument("--cert", type=Path, help="client certificate (mutual TLS)")
+        p.add_argument("--key", type=Path, help="key of --cert")
+        p.add_argument("--token", help="bearer token, or @FILE holding it")
 
     models = sub.add_parser("models", help="fetch or list the model files")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -681,7 +704,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="where the registry lives")
     serve.add_argument("--listen", help="HOST:PORT (port 0 picks a free one)")
     serve.add_argument("--models-dir", type=Path)
+    serve.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="Ray cluster mode: 'local' starts Ray here, 'auto' or HOST:PORT joins one",
+    )
     serve.set_defaults(func=cmd_serve)
+
+    ray_cluster = sub.add_parser("cluster", help="Ray cluster mode helpers")
+    csub = ray_cluster.add_subparsers(dest="cluster_command", required=True)
+    up = csub.add_parser("up", help="start a local multi-process Ray cluster, until Ctrl-C")
+    up.add_argument("--nodes", type=int, default=2, help="Ray nodes (processes) to start")
+    up.add_argument("--cpus-per-node", type=int, default=1)
+    up.add_argument("--object-store-mb", type=int, default=150)
+    up.set_defaults(func=cmd_cluster_up)
 
     enroll = sub.add_parser("enroll", help="enrol a person from face photos")
     client(enroll)
@@ -761,6 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     client(search)
     search.add_argument("--community", action="append", required=True, dest="communities")
     search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--reason", help="why (audit log; needed for several communities)")
     search.add_argument("image")
     search.set_defaults(func=cmd_search)
 
@@ -812,6 +849,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("bench_args", nargs="*")
     bench.set_defaults(func=cmd_bench)
+
+    from cluster.security.cli import add_commands as add_security_commands
+
+    add_security_commands(sub)  # certs, token
+
+    from cluster.audit.commands import add_commands as add_privacy_commands
+
+    add_privacy_commands(sub, _config)  # audit verify|list, keys rotate|show
     return parser
 
 

@@ -29,7 +29,14 @@ def timestamp(seconds: float | None) -> Timestamp | None:
 
 
 def seconds(ts: Timestamp, present: bool) -> float | None:
-    return ts.ToNanoseconds() / 1e9 if present else None
+    """``ts`` in seconds (None when absent); a timestamp out of protobuf's valid range (years
+    1-9999, nanos below 1e9) is the caller's error."""
+    if not present:
+        return None
+    try:
+        return ts.ToNanoseconds() / 1e9
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid timestamp: {exc}") from exc
 
 
 def person_pb(p: Person) -> common_pb2.Person:

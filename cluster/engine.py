@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from cluster.decide import Action, Verdict, decide
+from indexer.crypto import KeyRing
 from indexer.face_index import set_search_threads
 from indexer.registry import FaceRegistry
 from indexer.types import Identification, Person, VehicleMatch
 from indexer.vehicles import VehicleRegistry
 from recognizer.faces.analyzer import FaceAnalyzer, FaceObservation, StageTimer
+from recognizer.faces.carry import CarryOffer
 from recognizer.image import DecodedImage, DecodeLimits, decode
 from recognizer.plates.reader import PlateReader, PlateReading
 from smartgate.config import Config
@@ -58,6 +62,19 @@ class Lane(enum.IntEnum):
         return self in (Lane.VEHICLE, Lane.BOTH)
 
 
+class FrameImage(Protocol):
+    """What the passages need of a frame for best-shot thumbnails: ``DecodedImage`` is one; the
+    cluster frontend's lazily decoded frame (``cluster.distributed``) is another."""
+
+    @property
+    def scale(self) -> float: ...
+
+    @property
+    def scaled(self) -> np.ndarray: ...
+
+    def full(self) -> np.ndarray: ...
+
+
 @dataclass
 class FrameResult:
     """One frame's verdict. ``face_verdicts``/``plate_verdicts`` pair up with ``faces``/
@@ -70,7 +87,7 @@ class FrameResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     face_verdicts: list[Verdict] = field(default_factory=list)
     plate_verdicts: list[Verdict] = field(default_factory=list)
-    image: DecodedImage | None = None
+    image: FrameImage | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,134 @@ def match_threshold(config: Config, analyzer: FaceAnalyzer) -> float:
     return float(default)
 
 
+#: Plate readings of one frame, each with whether it came from the camera's own crop.
+PlateReadings = list[tuple[PlateReading, bool]]
+
+
+class Recognizer:
+    """Pixels to facts with one set of models (decode, faces, plates): no registry, no policy.
+
+    ``Engine`` holds one; each Ray recognizer worker (``cluster.distributed``) holds its own, so
+    the embedded and the cluster modes run the same recognition code.
+    """
+
+    def __init__(
+        self, config: Config, analyzer: FaceAnalyzer, plate_reader: PlateReader | None = None
+    ) -> None:
+        self.config = config
+        self.analyzer = analyzer
+        self.plate_reader = plate_reader
+        d = config.decode
+        self.limits = DecodeLimits(d.max_bytes, d.max_pixels, d.max_side)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Recognizer:
+        from recognizer.faces.factory import build_face_analyzer
+
+        analyzer = build_face_analyzer(config)
+        plate_reader = build_plate_reader_from(config) if config.plates.enabled else None
+        return cls(config, analyzer, plate_reader)
+
+    def read_frame(
+        self,
+        image: bytes,
+        lane: Lane,
+        plate_crop: bytes,
+        timer: StageTimer,
+        carry: CarryOffer | None = None,
+    ) -> tuple[DecodedImage, list[FaceObservation], PlateReadings]:
+        """Decode ``image`` and find its faces (pedestrian lanes) and plates (vehicle lanes; a
+        camera ``plate_crop`` is read directly instead of searching the frame). Faces of
+        ``carry`` (the gate's decided faces) may lend their embeddings."""
+        if lane.plates and self.plate_reader is None:
+            raise InvalidInputError("plate recognition is disabled on this server (plates.enabled)")
+        with timer.stage("decode"):
+            # Plates are rectified from full resolution: decode it at once for vehicle lanes.
+            scaled_for = 0 if lane.plates else self.config.detect.long_side
+            decoded = decode(image, self.limits, scaled_for)
+            crop = decode(plate_crop, self.limits) if plate_crop and lane.plates else None
+        faces = self.analyzer.analyze(decoded, timer, carry=carry) if lane.faces else []
+        readings: PlateReadings = []
+        if lane.plates and self.plate_reader is not None:
+            with timer.stage("plates"):
+                if crop is not None:
+                    readings = [(self.plate_reader.read_crop(crop.scaled), True)]
+                else:
+                    frame = decoded.full()
+                    readings = [(r, False) for r in self.plate_reader.read_frame(frame)]
+        return decoded, faces, readings
+
+    def enrollment_faces(self, images: Sequence[bytes]) -> list[FaceObservation]:
+        """The one usable face of each enrolment photo (``EnrollmentError`` naming the photo
+        otherwise)."""
+        return [self._enrollment_face(i, data) for i, data in enumerate(images)]
+
+    def _enrollment_face(self, index: int, data: bytes) -> FaceObservation:
+        where = f"image {index + 1}"
+        try:
+            decoded = decode(data, self.limits, self.config.detect.long_side)
+        except InvalidInputError as exc:
+            raise type(exc)(f"{where}: {exc}") from exc
+        faces = self.analyzer.analyze(decoded, embed_all=True)
+        if not faces:
+            raise EnrollmentError(f"{where}: no face found")
+        largest = max(f.quality.size_px for f in faces)
+        main = [f for f in faces if f.quality.size_px >= BACKGROUND_FACE_RATIO * largest]
+        if len(main) > 1:
+            raise EnrollmentError(
+                f"{where}: {len(main)} faces found; an enrolment photo must show one person"
+            )
+        face = main[0]
+        if not face.quality.usable:
+            reasons = ", ".join(face.quality.reasons)
+            raise EnrollmentError(f"{where}: the face is not usable for enrolment ({reasons})")
+        return face
+
+    def query_face(self, image: bytes) -> tuple[FaceObservation, np.ndarray]:
+        """The largest face of a search image and its embedding ``(dim,)``."""
+        decoded = decode(image, self.limits, self.config.detect.long_side)
+        faces = self.analyzer.analyze(decoded, embed_all=True)
+        if not faces:
+            raise InvalidInputError("no face found in the search image")
+        query = max(faces, key=lambda f: f.area)
+        if query.embedding is None:
+            raise InvalidInputError("the search face could not be embedded")
+        return query, query.embedding
+
+
+def check_enrollment(images: Sequence[bytes], role: str, expires_at: float | None) -> None:
+    """The checks an enrolment passes before any photo is looked at."""
+    if not images:
+        raise InvalidInputError("enrolment needs at least one image")
+    if len(images) > MAX_ENROLL_IMAGES:
+        raise InvalidInputError(
+            f"enrolment takes at most {MAX_ENROLL_IMAGES} images, got {len(images)}"
+        )
+    if role == "visitor" and expires_at is None:
+        raise InvalidInputError("a visitor needs an expiry time (expires_at)")
+
+
+def plate_usable(config: Config, reading: PlateReading) -> bool:
+    """A reading is matched against the vehicles when it fits a format and scores enough."""
+    return reading.valid and reading.score >= config.plates.min_score
+
+
+def judge(
+    faces: list[MatchedFace],
+    plates: list[MatchedPlate],
+    now: float,
+    timings_ms: dict[str, float],
+    image: FrameImage | None,
+) -> FrameResult:
+    """The frame's verdicts and its action under the gate policy (``cluster.decide``)."""
+    face_verdicts = [_face_verdict(m, now) for m in faces]
+    plate_verdicts = [_plate_verdict(p, now) for p in plates]
+    action, reason = decide(face_verdicts + plate_verdicts)
+    return FrameResult(
+        action, reason, faces, plates, timings_ms, face_verdicts, plate_verdicts, image
+    )
+
+
 class Engine:
     def __init__(
         self,
@@ -105,9 +250,14 @@ class Engine:
         self.registry = registry
         self.plate_reader = plate_reader
         self.vehicles = VehicleRegistry(registry)
-        d = config.decode
-        self.limits = DecodeLimits(d.max_bytes, d.max_pixels, d.max_side)
+        self.recognizer = Recognizer(config, analyzer, plate_reader)
+        self.limits = self.recognizer.limits
         self.threshold = match_threshold(config, analyzer)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the embedder's vectors (the strangers index needs it)."""
+        return self.analyzer.embedder.dim
 
     @classmethod
     def from_config(cls, config: Config) -> Engine:
@@ -116,7 +266,8 @@ class Engine:
         set_search_threads(config.match.faiss_threads)
         analyzer = build_face_analyzer(config)
         plate_reader = build_plate_reader_from(config) if config.plates.enabled else None
-        registry = FaceRegistry(config.data_dir, analyzer.embedder.dim)
+        keys = KeyRing.from_config(config.privacy)  # seals what is stored (indexer.crypto)
+        registry = FaceRegistry(config.data_dir, analyzer.embedder.dim, keys=keys)
         return cls(config, analyzer, registry, plate_reader)
 
     # -- capture ---------------------------------------------------------------------------
@@ -129,46 +280,32 @@ class Engine:
         *,
         lane: Lane = Lane.PEDESTRIAN,
         plate_crop: bytes = b"",
+        carry: CarryOffer | None = None,
+        gate: str = "",
     ) -> FrameResult:
         """Decide what the gate does for one frame of ``community``.
 
         Pedestrian lanes look for faces, vehicle lanes for plates, ``BOTH`` for both. A
         ``plate_crop`` made by the camera is read directly instead of searching the frame.
+        ``carry``: the gate's decided faces, whose embeddings a face in the same place may
+        reuse (``recognizer.faces.carry``). ``gate`` is the camera's gate (the cluster engine
+        routes by it; one process needs nothing of it).
         """
+        del gate
         timer = StageTimer()
         if not community:
             raise InvalidInputError("frame has no community")
         if not self.registry.has_community(community):
             raise NotFoundError(f"community '{community}' does not exist")
-        if lane.plates and self.plate_reader is None:
-            raise InvalidInputError("plate recognition is disabled on this server (plates.enabled)")
-        with timer.stage("decode"):
-            # Plates are rectified from full resolution: decode it at once for vehicle lanes.
-            scaled_for = 0 if lane.plates else self.config.detect.long_side
-            decoded = decode(image, self.limits, scaled_for)
-            crop = decode(plate_crop, self.limits) if plate_crop and lane.plates else None
-        faces = self.analyzer.analyze(decoded, timer) if lane.faces else []
-        readings: list[tuple[PlateReading, bool]] = []
-        if lane.plates and self.plate_reader is not None:
-            with timer.stage("plates"):
-                if crop is not None:
-                    readings = [(self.plate_reader.read_crop(crop.scaled), True)]
-                else:
-                    frame = decoded.full()
-                    readings = [(r, False) for r in self.plate_reader.read_frame(frame)]
+        decoded, faces, readings = self.recognizer.read_frame(image, lane, plate_crop, timer, carry)
         with timer.stage("match"):
             t = time.time() if now is None else now
             matched = self._identify(community, faces)
             plates = [self._match_plate(community, r, cam) for r, cam in readings]
-            face_verdicts = [_face_verdict(m, t) for m in matched]
-            plate_verdicts = [_plate_verdict(p, t) for p in plates]
-            action, reason = decide(face_verdicts + plate_verdicts)
-        return FrameResult(
-            action, reason, matched, plates, timer.ms, face_verdicts, plate_verdicts, decoded
-        )
+            return judge(matched, plates, t, timer.ms, decoded)
 
     def _match_plate(self, community: str, reading: PlateReading, camera: bool) -> MatchedPlate:
-        usable = reading.valid and reading.score >= self.config.plates.min_score
+        usable = plate_usable(self.config, reading)
         match = (
             self.vehicles.match(community, reading.text, self.config.plates.max_distance)
             if usable
@@ -204,17 +341,13 @@ class Engine:
         role: str = "resident",
         expires_at: float | None = None,
         replace: bool = False,
+        allow_lookalike: bool = False,
     ) -> tuple[Person, list[FaceObservation]]:
-        """Enrol ``person_id`` from photos that each show exactly one usable face."""
-        if not images:
-            raise InvalidInputError("enrolment needs at least one image")
-        if len(images) > MAX_ENROLL_IMAGES:
-            raise InvalidInputError(
-                f"enrolment takes at most {MAX_ENROLL_IMAGES} images, got {len(images)}"
-            )
-        if role == "visitor" and expires_at is None:
-            raise InvalidInputError("a visitor needs an expiry time (expires_at)")
-        faces = [self._enrollment_face(i, data) for i, data in enumerate(images)]
+        """Enrol ``person_id`` from photos that each show exactly one usable face. A photo
+        matching another person of the community (above the match threshold) is refused
+        (``ConflictError``) unless ``allow_lookalike`` or ``privacy.lookalike_check`` is off."""
+        check_enrollment(images, role, expires_at)
+        faces = self.recognizer.enrollment_faces(images)
         embeddings = np.stack([f.embedding for f in faces])  # type: ignore[misc]
         person = self.registry.enroll(
             community,
@@ -224,29 +357,13 @@ class Engine:
             role=role,  # type: ignore[arg-type]
             expires_at=expires_at,
             replace=replace,
+            lookalike_threshold=(
+                self.threshold
+                if self.config.privacy.lookalike_check and not allow_lookalike
+                else None
+            ),
         )
         return person, faces
-
-    def _enrollment_face(self, index: int, data: bytes) -> FaceObservation:
-        where = f"image {index + 1}"
-        try:
-            decoded = decode(data, self.limits, self.config.detect.long_side)
-        except InvalidInputError as exc:
-            raise type(exc)(f"{where}: {exc}") from exc
-        faces = self.analyzer.analyze(decoded, embed_all=True)
-        if not faces:
-            raise EnrollmentError(f"{where}: no face found")
-        largest = max(f.quality.size_px for f in faces)
-        main = [f for f in faces if f.quality.size_px >= BACKGROUND_FACE_RATIO * largest]
-        if len(main) > 1:
-            raise EnrollmentError(
-                f"{where}: {len(main)} faces found; an enrolment photo must show one person"
-            )
-        face = main[0]
-        if not face.quality.usable:
-            reasons = ", ".join(face.quality.reasons)
-            raise EnrollmentError(f"{where}: the face is not usable for enrolment ({reasons})")
-        return face
 
     # -- search ----------------------------------------------------------------------------
 
@@ -259,17 +376,11 @@ class Engine:
         for c in communities:
             if not self.registry.has_community(c):
                 raise NotFoundError(f"community '{c}' does not exist")
-        decoded = decode(image, self.limits, self.config.detect.long_side)
-        faces = self.analyzer.analyze(decoded, embed_all=True)
-        if not faces:
-            raise InvalidInputError("no face found in the search image")
-        query = max(faces, key=lambda f: f.area)
-        if query.embedding is None:
-            raise InvalidInputError("the search face could not be embedded")
+        query, embedding = self.recognizer.query_face(image)
         hits = [
             SearchHit(person, score)
             for c in communities
-            for person, score in self.registry.search(c, query.embedding, top_k)
+            for person, score in self.registry.search(c, embedding, top_k)
         ]
         hits.sort(key=lambda h: -h.score)
         return query, hits[:top_k]
@@ -303,6 +414,7 @@ def _plate_verdict(p: MatchedPlate, now: float) -> Verdict:
 def build_plate_reader_from(config: Config) -> PlateReader:
     """The plate reader named by ``config.plates``, models verified and warmed."""
     from recognizer.backends.base import BackendOptions
+    from recognizer.backends.factory import make_backend
     from recognizer.plates.factory import build_plate_reader
 
     return build_plate_reader(
@@ -311,4 +423,5 @@ def build_plate_reader_from(config: Config) -> PlateReader:
         detector=config.plates.detector,
         recognizer=config.plates.recognizer,
         long_side=config.plates.long_side,
+        backend_factory=lambda model: make_backend(model, config.models),
     )

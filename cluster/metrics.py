@@ -8,6 +8,7 @@ several nodes in one process (the tests) do not collide.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -68,8 +69,15 @@ class Metrics:
     def batch(self, frames: int, seconds: float) -> None:
         self.batch_size.observe(frames)
 
-    def serve(self, listen: str) -> int:
-        """Expose the metrics over HTTP on ``HOST:PORT`` (port 0 picks one); returns the port."""
+    def serve(self, listen: str, certfile: Path | None = None, keyfile: Path | None = None) -> int:
+        """Expose the metrics over HTTP on ``HOST:PORT`` (port 0 picks one), HTTPS with
+        ``certfile`` and ``keyfile``; returns the port."""
         host, _, port = listen.rpartition(":")
-        server, _ = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        server, _ = start_http_server(
+            int(port),
+            addr=host or "127.0.0.1",
+            registry=self.registry,
+            certfile=str(certfile) if certfile else None,
+            keyfile=str(keyfile) if keyfile else None,
+        )
         return int(server.server_port)

@@ -9,10 +9,13 @@ the strangers index.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from cluster.audit.log import AuditLog
 from cluster.engine import Engine, FrameResult, Lane
+from cluster.erasure import ErasureHook
 from cluster.events.service import EventLog
+from cluster.gatestate import RedisGateState
 from cluster.metrics import Metrics
 from cluster.passages import STRANGERS_DIR, Passages
 from cluster.scheduler import FrameScheduler
@@ -29,6 +32,7 @@ class FrameJob:
     now: float  # wall-clock time the frame was received
     lane: Lane
     plate_crop: bytes = b""
+    gate: str = ""  # the camera's gate: frames of a decided passage may reuse its embeddings
 
 
 @dataclass
@@ -38,6 +42,9 @@ class Node:
     passages: Passages
     scheduler: FrameScheduler[FrameJob, FrameResult]
     metrics: Metrics
+    audit: AuditLog | None = None  # cluster.audit (privacy.audit)
+    # Called by cluster.erasure.erase_person for every other holder of the face index.
+    erasure_hooks: list[ErasureHook] = field(default_factory=list)
 
     @property
     def config(self) -> Config:
@@ -52,7 +59,8 @@ class Node:
         """Add the scheduler, event log and passages (under ``engine.config.data_dir``)."""
         config = engine.config
         strangers_dir = config.data_dir / STRANGERS_DIR
-        strangers = StrangerIndex.load(strangers_dir, engine.analyzer.embedder.dim)
+        keys = engine.registry.store.keys  # the data keys (indexer.crypto)
+        strangers = StrangerIndex.load(strangers_dir, engine.embedding_dim, keys=keys)
 
         def strangers_purged(pairs: Sequence[tuple[str, str]]) -> None:
             by_community: dict[str, list[str]] = {}
@@ -62,8 +70,15 @@ class Node:
                 strangers.remove(community, ids)
             strangers.save(strangers_dir)
 
-        events = EventLog.open(config.data_dir, config.events, on_strangers_purged=strangers_purged)
-        passages = Passages(events, strangers, config.tracking, strangers_dir)
+        events = EventLog.open(
+            config.data_dir, config.events, on_strangers_purged=strangers_purged, keys=keys
+        )
+        shared = (
+            RedisGateState(config.events.redis_url, config.tracking.state_ttl_s)
+            if config.events.redis_url and config.tracking.share_state
+            else None
+        )
+        passages = Passages(events, strangers, config.tracking, strangers_dir, shared=shared)
         metrics = Metrics()
 
         def recognise(jobs: Sequence[FrameJob]) -> list[FrameResult | BaseException]:
@@ -77,6 +92,10 @@ class Node:
                             job.now,
                             lane=job.lane,
                             plate_crop=job.plate_crop,
+                            carry=passages.carry_offer(job.community, job.gate, job.now)
+                            if job.gate
+                            else None,
+                            gate=job.gate,
                         )
                     )
                 except Exception as exc:  # only this frame fails
@@ -91,9 +110,12 @@ class Node:
             on_batch=metrics.batch,
         )
         metrics.models_ready.set(1)
-        return cls(engine, events, passages, scheduler, metrics)
+        audit = AuditLog(config.data_dir) if config.privacy.audit else None
+        return cls(engine, events, passages, scheduler, metrics, audit)
 
     def close(self) -> None:
         self.scheduler.close()
         self.passages.close()
         self.events.close()
+        if self.audit is not None:
+            self.audit.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,10 @@ from cluster.engine import FrameResult, MatchedFace, MatchedPlate
 from cluster.events.alerts import watchlist_alert
 from cluster.events.model import Event, event_id, make_event
 from cluster.events.service import EventLog
+from cluster.gatestate import RedisGateState, dumps
 from cluster.tracking import FinishedTrack, GateTracker, Observation, TrackDecision
 from indexer.strangers import StrangerIndex
+from recognizer.faces.carry import Carried, CarryLedger, CarryOffer, CarryPolicy
 from smartgate.config import TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,20 @@ class _Gate:
     starts: dict[str, float] = field(default_factory=dict)  # track id → start (wall clock)
     decided: dict[str, Action] = field(default_factory=dict)  # track id → last decision
     best: dict[str, _Best] = field(default_factory=dict)
+    # Decided OPEN/ALERT faces of the latest frame, for the next frames to reuse (replaced
+    # whole, read without the lock).
+    carried: tuple[Carried, ...] = ()
+
+
+@dataclass
+class GateSnapshot:
+    """What a gate's open passages need to continue on another node (``cluster.gatestate``)."""
+
+    tracker: GateTracker
+    device: str
+    starts: dict[str, float]
+    decided: dict[str, Action]
+    best: dict[str, _Best]
 
 
 class Passages:
@@ -94,12 +111,18 @@ class Passages:
         strangers_dir: Path,
         *,
         expire_interval_s: float = 0.25,
+        shared: RedisGateState | None = None,
     ) -> None:
         self.events = events
+        self.shared = shared
         self.strangers = strangers
         self.config = config
         self.strangers_dir = strangers_dir
         self._gates: dict[tuple[str, str], _Gate] = {}
+        self.carry_policy = CarryPolicy(
+            config.carry_frames, config.carry_iou, config.carry_max_age_s
+        )
+        self.carry_ledger = CarryLedger(config.carry_frames)
         self._gates_lock = threading.Lock()
         self._strangers_dirty = False
         self._stop = threading.Event()
@@ -158,8 +181,21 @@ class Passages:
             for emit in emitted:
                 if emit.action == Action.ALERT:
                     self._alert_now(community, gate, g, emit, t)
+            if self.carry_policy.max_carry > 0:
+                g.carried = _carried(sources, outcome.track_ids, g.decided, t, self.carry_ledger)
+            self._share(community, gate, g)
         action, reason = _frame_action(emitted, result, outcome.status)
         return PassageOutcome(action, reason, states)
+
+    def carry_offer(self, community: str, gate: str, t: float) -> CarryOffer | None:
+        """What a new frame of ``gate`` received at ``t`` may reuse (None: nothing)."""
+        if self.carry_policy.max_carry <= 0:
+            return None
+        with self._gates_lock:
+            g = self._gates.get((community, gate))
+        if g is None or not g.carried:
+            return None
+        return CarryOffer(g.carried, t, self.carry_policy, self.carry_ledger)
 
     def snapshot(
         self, community: str, gate: str, device: str, t: float, result: FrameResult
@@ -200,6 +236,8 @@ class Passages:
                 finished = g.tracker.expire(t)
                 self._finish(community, gate, g, finished)
                 ended += len(finished)
+                if finished:
+                    self._share(community, gate, g)
         return ended
 
     def close(self) -> None:
@@ -211,7 +249,10 @@ class Passages:
         for (community, gate), g in gates:
             with g.lock:
                 self._finish(community, gate, g, g.tracker.close())
+                self._share(community, gate, g)
         self.save_strangers()
+        if self.shared is not None:
+            self.shared.close()
 
     def save_strangers(self) -> None:
         if self._strangers_dirty:
@@ -225,9 +266,33 @@ class Passages:
         with self._gates_lock:
             g = self._gates.get(key)
             if g is None:
-                g = _Gate(GateTracker(self.config, gate=gate))
+                g = self._restore(community, gate) or _Gate(GateTracker(self.config, gate=gate))
                 self._gates[key] = g
             return g
+
+    def _restore(self, community: str, gate: str) -> _Gate | None:
+        """The gate as another node (or this one, before a crash) left it in Redis."""
+        if self.shared is None:
+            return None
+        state = self.shared.load(community, gate)
+        if not isinstance(state, GateSnapshot):
+            return None
+        state.tracker.config = self.config
+        log.info("gate %s/%s resumed with %d open passages", community, gate, len(state.starts))
+        return _Gate(
+            state.tracker, state.device, starts=state.starts, decided=state.decided, best=state.best
+        )
+
+    def _share(self, community: str, gate: str, g: _Gate) -> None:
+        """Queue the gate's state for Redis (pickled later, on the writer thread)."""
+        if self.shared is None:
+            return
+
+        def state() -> bytes:
+            with g.lock:
+                return dumps(GateSnapshot(g.tracker, g.device, g.starts, g.decided, g.best))
+
+        self.shared.save(community, gate, state)
 
     def _keep_best(
         self, g: _Gate, track_id: str, obs: Observation, source: object, result: FrameResult
@@ -342,6 +407,30 @@ class Passages:
 
 # -- frame → observations ------------------------------------------------------------------
 
+#: Decisions after which a face's embedding may be carried: the only escalation left from them
+#: (to ALERT) is sent on the first fresh frame that has it. A STRANGER track keeps embedding
+#: every frame, so it can still turn out to be a resident.
+_CARRY_AFTER = (Action.OPEN, Action.ALERT)
+
+
+def _carried(
+    sources: Sequence[MatchedFace | MatchedPlate],
+    track_ids: Sequence[str | None],
+    decided: dict[str, Action],
+    t: float,
+    ledger: CarryLedger,
+) -> tuple[Carried, ...]:
+    out = []
+    for source, track_id in zip(sources, track_ids, strict=True):
+        if not isinstance(source, MatchedFace) or track_id is None:
+            continue
+        face = source.face
+        if face.embedding is None or decided.get(track_id) not in _CARRY_AFTER:
+            continue
+        origin = face.carry_origin if face.carried else ledger.new_origin()
+        out.append(Carried(face.box, face.embedding, face.liveness, origin, t))
+    return tuple(out)
+
 
 def _observations(
     result: FrameResult,
@@ -359,7 +448,8 @@ def _observations(
                 size_px=face.quality.size_px,
                 embedding=face.embedding if face.quality.usable else None,
                 identity=verdict.identity if verdict.accepted else None,
-                action=verdict.action,
+                # A carried embedding repeats an earlier frame's: it associates, never votes.
+                action=Action.NONE if face.carried else verdict.action,
                 score=m.identification.score if m.identification else 0.0,
             )
         )

@@ -12,8 +12,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cluster.node import Node
+from cluster.security.transport import ServerSecurity
 from cluster.servicers import CaptureServicer, NodeSlot, RegistryServicer, SearchServicer
-from smartgate.config import ServerConfig
+from cluster.wire import MalformedRequests
+from smartgate.config import SecurityConfig, ServerConfig
 from smartgate.errors import ConfigError
 from smartgate.v1 import (
     capture_pb2,
@@ -56,13 +58,22 @@ class RunningServer:
         self.server.wait_for_termination()
 
 
-def start_server(node: Node | None, config: ServerConfig) -> RunningServer:
+def start_server(
+    node: Node | None, config: ServerConfig, security: SecurityConfig | None = None
+) -> RunningServer:
     """Start serving on ``config.listen`` (port 0 picks a free port).
+
+    ``security`` (``cluster.security.transport``): TLS, mutual TLS, the auth interceptor and
+    per-device rate limits; None or empty: the open development mode, on loopback only.
 
     With ``node`` None the server starts NOT_SERVING (every call gets UNAVAILABLE) until
     ``RunningServer.ready(node)``: a load balancer never sends a frame to a cold node.
     """
     slot = NodeSlot()
+    host, _, port_text = config.listen.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise ConfigError(f"server.listen must be HOST:PORT, got {config.listen!r}")
+    guard = ServerSecurity.build(security or SecurityConfig(), config.listen)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -72,8 +83,9 @@ def start_server(node: Node | None, config: ServerConfig) -> RunningServer:
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="grpc"),
         options=options,
         maximum_concurrent_rpcs=config.max_workers,
+        interceptors=[*guard.interceptors, MalformedRequests()],
     )
-    capture_pb2_grpc.add_CaptureServicer_to_server(CaptureServicer(slot), server)
+    capture_pb2_grpc.add_CaptureServicer_to_server(CaptureServicer(slot, admit=guard.admit), server)
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(slot), server)
     search_pb2_grpc.add_SearchServicer_to_server(SearchServicer(slot), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -86,11 +98,8 @@ def start_server(node: Node | None, config: ServerConfig) -> RunningServer:
         ),
         server,
     )
-    host, _, port_text = config.listen.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise ConfigError(f"server.listen must be HOST:PORT, got {config.listen!r}")
     try:
-        port = server.add_insecure_port(config.listen)
+        port = guard.add_port(server, config.listen)
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen on {config.listen}: {exc}") from exc
     if port == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import queue
@@ -14,11 +15,14 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from cluster import convert
+from cluster import convert, erasure
+from cluster.audit.rpc import audited
 from cluster.engine import Engine, FrameResult
+from cluster.events.model import MAX_ID_LENGTH as MAX_EVENT_ID_LENGTH
 from cluster.node import FrameJob, Node
 from cluster.status import abort, status_code, status_message
 from indexer.types import Role
+from smartgate.checks import check_text
 from smartgate.errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -78,16 +82,32 @@ class _OnNode:
 class CaptureServicer(_OnNode, capture_pb2_grpc.CaptureServicer):
     """Frames go through the node's scheduler (bounded, shedding, a fixed pool of compute
     workers); decisions go back in frame order. A stream's frames are read by their own thread,
-    so a camera is never blocked by a slow node: its oldest waiting frames are shed instead."""
+    so a camera is never blocked by a slow node: its oldest waiting frames are shed instead.
+    ``admit`` (``cluster.security``'s per-device rate limit) may refuse a frame before it is
+    queued: Submit returns that error, Stream answers the frame with it and goes on."""
 
-    def __init__(self, slot: NodeSlot, result_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        slot: NodeSlot,
+        result_timeout_s: float = 60.0,
+        admit: Callable[[capture_pb2.Frame], None] | None = None,
+    ) -> None:
         super().__init__(slot)
         self.result_timeout_s = result_timeout_s
+        self.admit = admit
 
     def _submit(self, frame: capture_pb2.Frame) -> tuple[float, Future[FrameResult]]:
+        _check_frame_ids(frame)
+        if self.admit is not None:
+            self.admit(frame)
         now = time.time()
         job = FrameJob(
-            frame.community, frame.image, now, convert.lane_of(frame.lane), frame.plate_crop
+            frame.community,
+            frame.image,
+            now,
+            convert.lane_of(frame.lane),
+            frame.plate_crop,
+            frame.gate,
         )
         return now, self.node.scheduler.submit(f"{frame.community}/{frame.gate}", job)
 
@@ -138,14 +158,20 @@ class CaptureServicer(_OnNode, capture_pb2_grpc.CaptureServicer):
             try:
                 for frame in request_iterator:
                     received = time.perf_counter()
-                    now, future = self._submit(frame)
+                    try:
+                        now, future = self._submit(frame)
+                    except SmartgateError as exc:  # refused before queueing: answered in-stream
+                        now, future = time.time(), Future()
+                        future.set_exception(exc)
                     pending.put((frame, received, now, future))
             except Exception as exc:  # the client went away or cancelled
                 log.debug("capture stream ended: %s", exc)
             finally:
                 pending.put(None)
 
-        threading.Thread(target=read, name="capture-reader", daemon=True).start()
+        # The reader sees the caller's context (``cluster.security.principal.current()``).
+        reader = contextvars.copy_context().run
+        threading.Thread(target=reader, args=(read,), name="capture-reader", daemon=True).start()
         while (entry := pending.get()) is not None:
             frame, received, now, future = entry
             try:
@@ -226,6 +252,7 @@ def _role(value: int, default: int = common_pb2.ROLE_RESIDENT) -> Role:
 
 class RegistryServicer(_OnNode, registry_pb2_grpc.RegistryServicer):
     @_rpc
+    @audited("CreateCommunity")
     def CreateCommunity(  # noqa: N802
         self, request: registry_pb2.CreateCommunityRequest, context: grpc.ServicerContext
     ) -> registry_pb2.CreateCommunityResponse:
@@ -244,6 +271,7 @@ class RegistryServicer(_OnNode, registry_pb2_grpc.RegistryServicer):
         )
 
     @_rpc
+    @audited("EnrollPerson")
     def EnrollPerson(  # noqa: N802
         self, request: registry_pb2.EnrollPersonRequest, context: grpc.ServicerContext
     ) -> registry_pb2.EnrollPersonResponse:
@@ -256,16 +284,18 @@ class RegistryServicer(_OnNode, registry_pb2_grpc.RegistryServicer):
             role=role,
             expires_at=convert.seconds(request.expires_at, request.HasField("expires_at")),
             replace=request.replace,
+            allow_lookalike=request.allow_lookalike,
         )
         return registry_pb2.EnrollPersonResponse(
             person=convert.person_pb(person), faces=[convert.face_pb(f) for f in faces]
         )
 
     @_rpc
+    @audited("RemovePerson")
     def RemovePerson(  # noqa: N802
         self, request: registry_pb2.RemovePersonRequest, context: grpc.ServicerContext
     ) -> registry_pb2.RemovePersonResponse:
-        removed = self.engine.registry.remove(request.community, request.person_id)
+        removed = erasure.erase_person(self.node, request.community, request.person_id).templates
         return registry_pb2.RemovePersonResponse(templates_removed=removed)
 
     @_rpc
@@ -284,6 +314,7 @@ class RegistryServicer(_OnNode, registry_pb2_grpc.RegistryServicer):
         )
 
     @_rpc
+    @audited("AddVehicle")
     def AddVehicle(  # noqa: N802
         self, request: registry_pb2.AddVehicleRequest, context: grpc.ServicerContext
     ) -> common_pb2.Vehicle:
@@ -298,10 +329,12 @@ class RegistryServicer(_OnNode, registry_pb2_grpc.RegistryServicer):
         return convert.vehicle_pb(vehicle)
 
     @_rpc
+    @audited("RemoveVehicle")
     def RemoveVehicle(  # noqa: N802
         self, request: registry_pb2.RemoveVehicleRequest, context: grpc.ServicerContext
     ) -> common_pb2.Vehicle:
-        return convert.vehicle_pb(self.engine.vehicles.remove(request.community, request.plate))
+        vehicle, _ = erasure.erase_vehicle(self.node, request.community, request.plate)
+        return convert.vehicle_pb(vehicle)
 
     @_rpc
     def ListVehicles(  # noqa: N802
@@ -328,6 +361,7 @@ def _page_size(requested: int) -> int:
 
 class SearchServicer(_OnNode, search_pb2_grpc.SearchServicer):
     @_rpc
+    @audited("SearchFace")
     def SearchFace(  # noqa: N802
         self, request: search_pb2.SearchFaceRequest, context: grpc.ServicerContext
     ) -> search_pb2.SearchFaceResponse:
@@ -344,6 +378,7 @@ class SearchServicer(_OnNode, search_pb2_grpc.SearchServicer):
         )
 
     @_rpc
+    @audited("SearchPlate")
     def SearchPlate(  # noqa: N802
         self, request: search_pb2.SearchPlateRequest, context: grpc.ServicerContext
     ) -> search_pb2.SearchPlateResponse:
@@ -363,6 +398,7 @@ class SearchServicer(_OnNode, search_pb2_grpc.SearchServicer):
         return search_pb2.SearchPlateResponse(hits=[convert.plate_match_pb(h, now) for h in hits])
 
     @_rpc
+    @audited("QueryEvents")
     def QueryEvents(  # noqa: N802
         self, request: events_pb2.QueryEventsRequest, context: grpc.ServicerContext
     ) -> events_pb2.QueryEventsResponse:
@@ -385,6 +421,7 @@ class SearchServicer(_OnNode, search_pb2_grpc.SearchServicer):
         )
 
     @_rpc
+    @audited("Trajectory")
     def Trajectory(  # noqa: N802
         self, request: events_pb2.TrajectoryRequest, context: grpc.ServicerContext
     ) -> events_pb2.TrajectoryResponse:
@@ -402,6 +439,7 @@ class SearchServicer(_OnNode, search_pb2_grpc.SearchServicer):
         return events_pb2.TrajectoryResponse(events=[convert.event_pb(e) for e in events])
 
     @_rpc
+    @audited("GetEventImage")
     def GetEventImage(  # noqa: N802
         self, request: events_pb2.GetEventImageRequest, context: grpc.ServicerContext
     ) -> events_pb2.GetEventImageResponse:
@@ -424,6 +462,13 @@ class SearchServicer(_OnNode, search_pb2_grpc.SearchServicer):
         with contextlib.closing(subscription):
             for alert in subscription:
                 yield convert.alert_pb(alert)
+
+
+def _check_frame_ids(frame: capture_pb2.Frame) -> None:
+    """The gate and device ids are stored with each passage: refuse a frame whose ids the
+    event log would refuse, before it is recognised (its passage would be lost)."""
+    check_text(frame.gate, "gate", MAX_EVENT_ID_LENGTH)
+    check_text(frame.device, "device", MAX_EVENT_ID_LENGTH, required=False)
 
 
 def _known_community(engine: Engine, community: str) -> None:

@@ -71,6 +71,20 @@ class ModelsConfig:
     allow_spinning: bool = False
     # Score liveness on a second thread while the embedding runs (uses a spare core).
     parallel_liveness: bool = True
+    # Where the models run: "onnxruntime" in process, or "triton": a Triton server (gRPC,
+    # HOST:PORT) serving them under their manifest names (recognizer/backends/triton.py).
+    backend: str = "onnxruntime"
+    triton_url: str = "127.0.0.1:8001"
+    triton_timeout_s: float = 5.0  # per inference call, retries included
+    triton_retries: int = 2  # further attempts after UNAVAILABLE, with exponential backoff
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("onnxruntime", "triton"):
+            raise ConfigError(
+                f"models.backend must be 'onnxruntime' or 'triton', got {self.backend!r}"
+            )
+        if self.triton_timeout_s <= 0 or self.triton_retries < 0:
+            raise ConfigError("models.triton_timeout_s must be > 0 and triton_retries >= 0")
 
 
 @dataclass(frozen=True)
@@ -193,6 +207,15 @@ class TrackingConfig:
     reorder_window: int = 8  # late frames this far behind are still applied
     restart_after: int = 3  # this many far-behind frames in a row: the device restarted
     dedup_frames: int = 64  # how many recent seqs are remembered to spot duplicates
+    # After a passage decided OPEN or ALERT, a face in the same place reuses its embedding for
+    # at most this many frames in a row (0: embed every frame); see recognizer.faces.carry.
+    carry_frames: int = 3
+    carry_iou: float = 0.6  # box overlap with the decided face that allows it
+    carry_max_age_s: float = 0.6  # the decided face must be at most this old
+    # With events.redis_url set, each gate's open passages are kept in Redis too, so the node
+    # taking a gate over after a crash resumes them (cluster.gatestate); kept this long.
+    share_state: bool = True
+    state_ttl_s: float = 3600.0
 
     def __post_init__(self) -> None:
         checks = (
@@ -207,10 +230,141 @@ class TrackingConfig:
             ("reorder_window", self.reorder_window >= 0, ">= 0"),
             ("restart_after", self.restart_after >= 1, ">= 1"),
             ("dedup_frames", self.dedup_frames >= self.reorder_window + 1, "> reorder_window"),
+            ("carry_frames", self.carry_frames >= 0, ">= 0"),
+            ("carry_iou", 0.0 < self.carry_iou <= 1.0, "in (0, 1]"),
+            ("carry_max_age_s", self.carry_max_age_s > 0, "> 0"),
+            ("state_ttl_s", self.state_ttl_s > 0, "> 0"),
         )
         for name, ok, want in checks:
             if not ok:
                 raise ConfigError(f"tracking.{name} must be {want}, got {getattr(self, name)}")
+
+
+def default_config_dir() -> Path:
+    """The per-user configuration folder (``$XDG_CONFIG_HOME/smartgate`` or
+    ``~/.config/smartgate``): where the data key lives by default, outside the data dir."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "smartgate"
+
+
+ERASURE_MODES = ("delete", "anonymise")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """The ``privacy`` section (``indexer.crypto``, ``cluster.audit``, ``cluster.erasure``).
+
+    * ``key``: the data keys as text (``SMARTGATE_PRIVACY__KEY``; base64 keys, the first is
+      current); when unset, ``key_file`` holds them (created, mode 0600, when missing);
+    * ``erasure``: ``delete`` removes a removed person's passages, ``anonymise`` keeps the rows
+      without identity, thumbnail or stream entries;
+    * ``lookalike_check``: refuse an enrolment photo matching another enrolled person;
+    * ``audit``: record searches and registry changes in ``audit.db``.
+    """
+
+    key: str | None = None
+    key_file: Path = field(default_factory=lambda: default_config_dir() / "data.key")
+    erasure: str = "delete"
+    lookalike_check: bool = True
+    audit: bool = True
+
+    def __post_init__(self) -> None:
+        if self.erasure not in ERASURE_MODES:
+            raise ConfigError(
+                f"privacy.erasure must be one of {', '.join(ERASURE_MODES)}, got {self.erasure!r}"
+            )
+
+    def __repr__(self) -> str:  # never print the key
+        key = None if self.key is None else "***"
+        return (
+            f"PrivacyConfig(key={key}, key_file={self.key_file!r}, erasure={self.erasure!r}, "
+            f"lookalike_check={self.lookalike_check}, audit={self.audit})"
+        )
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The ``cluster`` section: Ray cluster mode (``cluster.distributed``).
+
+    * ``address``: ``""`` embedded mode (the default); ``"local"`` starts a Ray instance in
+      this process; ``"auto"`` or ``HOST:PORT`` joins a running cluster (``smartgate cluster up``);
+    * ``min_workers`` / ``max_workers``: bounds of the recognizer worker pool;
+    * ``scale_up_depth`` / ``scale_down_depth``: frames waiting or in flight per worker above
+      which the pool grows, below which (for ``scale_down_after_s``) it shrinks;
+    * ``worker_cpus`` / ``index_cpus``: Ray CPUs each recognizer worker / index actor reserves;
+    * ``call_timeout_s``: a worker call slower than this fails (the frame is retried once);
+    * ``index_wait_s``: how long a search waits for a restarting index actor (then UNAVAILABLE);
+    * ``num_cpus``, ``object_store_mb``: resources of a ``local`` Ray instance (0: Ray decides).
+    """
+
+    address: str = ""
+    min_workers: int = 1
+    max_workers: int = 2
+    scale_up_depth: float = 2.0
+    scale_down_depth: float = 0.5
+    scale_interval_s: float = 1.0
+    scale_down_after_s: float = 10.0
+    worker_cpus: float = 1.0
+    index_cpus: float = 0.0
+    call_timeout_s: float = 30.0
+    index_wait_s: float = 20.0
+    namespace: str = "smartgate"
+    num_cpus: int = 0
+    object_store_mb: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_workers <= self.max_workers:
+            raise ConfigError(
+                "cluster.min_workers and cluster.max_workers need 1 <= min <= max, got "
+                f"{self.min_workers} and {self.max_workers}"
+            )
+        if not 0 <= self.scale_down_depth < self.scale_up_depth:
+            raise ConfigError("cluster.scale_down_depth must be >= 0 and < scale_up_depth")
+        for name in ("scale_interval_s", "call_timeout_s", "index_wait_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"cluster.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("scale_down_after_s", "worker_cpus", "index_cpus", "num_cpus"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"cluster.{name} must be >= 0, got {getattr(self, name)}")
+        if self.object_store_mb < 0:
+            raise ConfigError(f"cluster.object_store_mb must be >= 0, got {self.object_store_mb}")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Transport security and authorisation (``cluster.security``). Nothing set: the open
+    development mode, which listens on loopback only (``insecure`` lifts that)."""
+
+    tls_cert: Path | None = None  # server certificate chain (PEM): TLS on every listener
+    tls_key: Path | None = None
+    client_ca: Path | None = None  # set: every client presents a certificate of this CA (mTLS)
+    token_keys: Path | None = None  # Ed25519 public keys (PEM file or folder of *.pub)
+    devices: Path | None = None  # TOML: device id -> community and gates
+    insecure: bool = False  # allow a non-loopback listener without TLS and authentication
+    device_fps: float = 30.0  # frames/s each capture device may send on average (0: no limit)
+    device_burst: int = 30  # frames a device may send at once above its rate
+    token_leeway_s: float = 30.0  # clock skew tolerated on token expiry
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("security.tls_cert and security.tls_key are set together")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ConfigError("security.client_ca (mutual TLS) needs tls_cert and tls_key")
+        if self.devices is not None and self.client_ca is None:
+            raise ConfigError("security.devices binds device certificates: set client_ca")
+        if self.device_fps < 0 or self.device_burst < 1 or self.token_leeway_s < 0:
+            raise ConfigError(
+                "security.device_fps and token_leeway_s must be >= 0, device_burst >= 1"
+            )
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def authenticates(self) -> bool:
+        """Callers must present a credential (a client certificate or a token)."""
+        return self.client_ca is not None or self.token_keys is not None
 
 
 @dataclass(frozen=True)
@@ -226,6 +380,9 @@ class Config:
     plates: PlatesConfig = field(default_factory=PlatesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 T = TypeVar("T")

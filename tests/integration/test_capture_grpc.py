@@ -258,7 +258,10 @@ def test_search_face_across_communities(channel, registry, enrolled, faces_dir: 
     search = search_pb2_grpc.SearchStub(channel)
     reply = search.SearchFace(
         search_pb2.SearchFaceRequest(
-            communities=["c1", "c2"], image=_photo(faces_dir, "examples_obama_small.jpg"), top_k=3
+            communities=["c1", "c2"],
+            image=_photo(faces_dir, "examples_obama_small.jpg"),
+            top_k=3,
+            reason="test: search across communities",  # required, audited
         )
     )
     top = [(h.person.community, h.person.person_id) for h in reply.hits]
