@@ -31,9 +31,13 @@ def test_every_regression_folder_has_a_replayer() -> None:
     assert regressions("grpc"), "the kept malformed-request inputs are missing"
 
 
-@pytest.mark.parametrize("path", regressions("decode"), ids=lambda p: p.name)
-def test_kept_decoder_inputs(path: Path) -> None:
-    check_decode(path.read_bytes())
+# No decoder input has failed yet; the replayer appears with the first one ``make fuzz`` keeps
+# (an empty parametrisation would only show up as a permanent skip).
+if regressions("decode"):
+
+    @pytest.mark.parametrize("path", regressions("decode"), ids=lambda p: p.name)
+    def test_kept_decoder_inputs(path: Path) -> None:
+        check_decode(path.read_bytes())
 
 
 @pytest.mark.integration
