@@ -343,6 +343,9 @@ class SecurityConfig:
     insecure: bool = False  # allow a non-loopback listener without TLS and authentication
     device_fps: float = 30.0  # frames/s each capture device may send on average (0: no limit)
     device_burst: int = 30  # frames a device may send at once above its rate
+    # Redis URL for the devices' rate-limit counters, shared by every frontend (None: each
+    # process counts alone).
+    rate_limit_redis: str | None = None
     token_leeway_s: float = 30.0  # clock skew tolerated on token expiry
 
     def __post_init__(self) -> None:

@@ -17,7 +17,7 @@ import grpc
 
 from cluster.security.devices import DeviceBook
 from cluster.security.interceptor import Authenticator, AuthInterceptor
-from cluster.security.ratelimit import FrameLimiter
+from cluster.security.ratelimit import FrameLimiter, SharedFrameLimiter
 from cluster.security.tokens import KeyRing, TokenVerifier
 from smartgate.config import SecurityConfig
 from smartgate.errors import ConfigError
@@ -83,7 +83,14 @@ class ServerSecurity:
             devices = DeviceBook.load(config.devices) if config.devices else None
             out.interceptors.append(AuthInterceptor(Authenticator(verifier, devices)))
             if config.device_fps > 0:
-                out.admit = FrameLimiter(config.device_fps, config.device_burst).admit
+                limiter = (
+                    SharedFrameLimiter(
+                        config.rate_limit_redis, config.device_fps, config.device_burst
+                    )
+                    if config.rate_limit_redis
+                    else FrameLimiter(config.device_fps, config.device_burst)
+                )
+                out.admit = limiter.admit
         return out
 
     def add_port(self, server: grpc.Server, listen: str) -> int:
