@@ -409,7 +409,8 @@ class Passages:
 
 #: Decisions after which a face's embedding may be carried: the only escalation left from them
 #: (to ALERT) is sent on the first fresh frame that has it. A STRANGER track keeps embedding
-#: every frame, so it can still turn out to be a resident.
+#: every frame, so it can still turn out to be a resident; it lends only its liveness (which
+#: is reported, never decides). An undecided track lends nothing.
 _CARRY_AFTER = (Action.OPEN, Action.ALERT)
 
 
@@ -425,10 +426,16 @@ def _carried(
         if not isinstance(source, MatchedFace) or track_id is None:
             continue
         face = source.face
-        if face.embedding is None or decided.get(track_id) not in _CARRY_AFTER:
+        action = decided.get(track_id)
+        if action is None:
             continue
-        origin = face.carry_origin if face.carried else ledger.new_origin()
-        out.append(Carried(face.box, face.embedding, face.liveness, origin, t))
+        if action in _CARRY_AFTER and face.embedding is not None:
+            origin = face.carry_origin if face.carried else ledger.new_origin()
+            out.append(Carried(face.box, face.embedding, face.liveness, origin, t))
+        elif face.liveness is not None:
+            # carry_origin is set on a fresh embedding only when its liveness was lent.
+            origin = face.carry_origin or ledger.new_origin()
+            out.append(Carried(face.box, None, face.liveness, origin, t))
     return tuple(out)
 
 

@@ -43,7 +43,9 @@ class FaceObservation:
     liveness: float | None
     aligned: np.ndarray = field(repr=False)
     carried: int = 0
-    carry_origin: int = 0  # the ledger id of the embedding (see recognizer.faces.carry)
+    # The ledger id of what was lent (recognizer.faces.carry): the embedding and liveness when
+    # ``carried`` > 0, only the liveness when ``carried`` is 0; 0 when nothing was lent.
+    carry_origin: int = 0
 
     @property
     def area(self) -> float:
@@ -103,7 +105,8 @@ class FaceAnalyzer:
         Embeddings and liveness are computed for usable faces only, or for every face with
         ``embed_all`` (enrolment wants to say why a face is unusable *and* compare it). A
         face that may take over a decided face of ``carry`` reuses its embedding and liveness
-        instead (it is still aligned and judged for quality: the best shot needs that).
+        instead (it is still aligned and judged for quality: the best shot needs that), or
+        only its liveness when the carried face lends no embedding.
         """
         timer = timer or StageTimer()
         with timer.stage("detect"):
@@ -128,8 +131,9 @@ class FaceAnalyzer:
                 assess(dets.landmarks[i], aligned[i], self.quality) for i in range(len(dets))
             ]
         chosen = [i for i, r in enumerate(reports) if embed_all or r.usable]
-        fresh = [i for i in chosen if reuse[i] is None]
-        computed = self._embed_and_score(image, dets.boxes, aligned, fresh, timer)
+        fresh = [i for i in chosen if (lent := reuse[i]) is None or lent.embedding is None]
+        known = {i: lent.liveness for i in fresh if (lent := reuse[i]) is not None}
+        computed = self._embed_and_score(image, dets.boxes, aligned, fresh, timer, known)
         faces = []
         for i in range(len(dets)):
             embedding: np.ndarray | None = None
@@ -138,6 +142,7 @@ class FaceAnalyzer:
             lent = reuse[i]
             if i in computed:
                 embedding, liveness = computed[i]
+                origin = lent.origin if lent is not None else 0  # liveness lent
             elif lent is not None and i in chosen:
                 embedding, liveness = lent.embedding, lent.liveness
                 carried, origin = loans[i], lent.origin
@@ -163,30 +168,34 @@ class FaceAnalyzer:
         aligned: np.ndarray,
         chosen: list[int],
         timer: StageTimer,
+        known: dict[int, float | None] | None = None,
     ) -> dict[int, tuple[np.ndarray, float | None]]:
-        """Embeddings ``(dim,)`` and live probabilities of the faces ``chosen``, by index."""
+        """Embeddings ``(dim,)`` and live probabilities of the faces ``chosen``, by index;
+        the liveness of the faces in ``known`` is taken from it instead of scored."""
         if not chosen:
             return {}
+        known = known or {}
+        scored = [i for i in chosen if i not in known]
         live = np.zeros(0, dtype=np.float32)
         # Liveness runs beside the embedding when a second thread is allowed: on a node
         # with a spare core (a quiet gate) that takes its cost off the frame's latency.
         pending = None
-        if self.liveness is not None and self._side is not None:
-            pending = self._side.submit(self._score_liveness, image, boxes, chosen)
+        if self.liveness is not None and self._side is not None and scored:
+            pending = self._side.submit(self._score_liveness, image, boxes, scored)
         with timer.stage("embed"):
             embeddings = self.embedder.embed(aligned[chosen])
-        if self.liveness is not None:
+        if self.liveness is not None and scored:
             # In parallel mode this stage is only the wait left after the embedding.
             with timer.stage("liveness"):
                 live = (
                     pending.result()
                     if pending is not None
-                    else self._score_liveness(image, boxes, chosen)
+                    else self._score_liveness(image, boxes, scored)
                 )
-        return {
-            i: (embeddings[n], None if live.size == 0 else float(live[n]))
-            for n, i in enumerate(chosen)
-        }
+        scores: dict[int, float | None] = dict(known)
+        if live.size:
+            scores.update((i, float(live[n])) for n, i in enumerate(scored))
+        return {i: (embeddings[n], scores.get(i)) for n, i in enumerate(chosen)}
 
     def _score_liveness(
         self, image: DecodedImage, boxes: np.ndarray, chosen: list[int]

@@ -25,11 +25,12 @@ import numpy as np
 @dataclass(frozen=True, eq=False)
 class Carried:
     """A decided face of a gate's latest frame. ``box`` ``(4,)`` original pixels;
-    ``embedding`` ``(d,)`` unit vector from the last fresh frame; ``origin``: the
-    ``CarryLedger`` id of that fresh embedding; ``t``: the frame's time (seconds)."""
+    ``embedding`` ``(d,)`` unit vector from the last fresh frame, or None when only the
+    liveness is lent (a STRANGER passage: it keeps embedding every frame); ``origin``: the
+    ``CarryLedger`` id of what is lent; ``t``: the frame's time (seconds)."""
 
     box: np.ndarray = field(repr=False)
-    embedding: np.ndarray = field(repr=False)
+    embedding: np.ndarray | None = field(repr=False)
     liveness: float | None
     origin: int
     t: float

@@ -180,6 +180,23 @@ def test_a_decided_passage_carries_its_embedding_between_fresh_frames(
     assert len(events) == 1 and events[0].person_id == "obama"
 
 
+def test_a_stranger_passage_is_embedded_every_frame_but_lends_its_liveness(
+    site: Site, faces_dir: Path
+) -> None:
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    decisions = _stream(
+        site, _passage(faces_dir, "examples_knn_examples_train_kit_harington_john1.jpeg", frames=16)
+    )
+    sent = [i for i, d in enumerate(decisions) if d.action != capture_pb2.ACTION_NONE]
+    assert [decisions[i].action for i in sent] == [capture_pb2.ACTION_STRANGER]
+    usable = [i for i, d in enumerate(decisions) if d.faces and d.faces[0].quality.usable]
+    assert all("embed" in decisions[i].timings_ms for i in usable)  # never an embedding lent
+    lent = [i for i in usable if i > sent[0] and "liveness" not in decisions[i].timings_ms]
+    assert lent, "no frame after the decision reused the liveness score"
+    scored = {round(d.faces[0].liveness, 6) for d in decisions if "liveness" in d.timings_ms}
+    assert all(round(decisions[i].faces[0].liveness, 6) in scored for i in lent)
+
+
 def test_without_carrying_every_frame_is_embedded(
     face_analyzer, plate_reader, base_config: Config, tmp_path: Path, faces_dir: Path
 ) -> None:  # type: ignore[no-untyped-def]
