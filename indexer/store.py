@@ -41,7 +41,7 @@ import numpy as np
 
 from indexer.crypto import OVERHEAD, KeyRing
 from indexer.types import Person, Role, Vehicle
-from smartgate.checks import connect_wal, migrate
+from smartgate.checks import connect_wal, immediate, migrate
 from smartgate.config import PrivacyConfig
 from smartgate.errors import AlreadyExistsError, ConfigError, ModelError, NotFoundError
 
@@ -306,15 +306,8 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._con
-                self._con.execute("COMMIT")
-            except BaseException:
-                if self._con.in_transaction:
-                    self._con.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self._con) as con:
+            yield con
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

@@ -7,7 +7,8 @@ same inputs with the same words and upgrade their databases the same way.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from smartgate.errors import ConfigError, InvalidInputError
@@ -64,3 +65,17 @@ def migrate(con: sqlite3.Connection, path: Path, migrations: Sequence[Sequence[s
         con.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
     elif current != target:
         con.execute("UPDATE schema_version SET version = ?", (target,))
+
+
+@contextmanager
+def immediate(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``con`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``; ``ROLLBACK`` on any error. The caller
+    serialises writers (holds the store's lock)."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise

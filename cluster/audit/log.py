@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from smartgate.checks import connect_wal, migrate
+from smartgate.checks import connect_wal, immediate, migrate
 from smartgate.errors import ConfigError, InvalidInputError
 
 DB_FILENAME: Final = "audit.db"
@@ -179,15 +179,8 @@ class AuditLog:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._con
-                self._con.execute("COMMIT")
-            except BaseException:
-                if self._con.in_transaction:
-                    self._con.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self._con) as con:
+            yield con
 
     def append(
         self,

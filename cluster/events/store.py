@@ -48,7 +48,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -71,7 +71,7 @@ from cluster.events.model import (
     event_fields,
 )
 from indexer.crypto import KeyRing
-from smartgate.checks import connect_wal, migrate
+from smartgate.checks import connect_wal, immediate, migrate
 from smartgate.config import PrivacyConfig, RetentionPolicy
 from smartgate.errors import InvalidInputError, NotFoundError
 
@@ -328,17 +328,9 @@ class EventStore:
             except Exception:
                 log.exception("event store listener failed")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """The write connection inside ``BEGIN IMMEDIATE``; the caller holds ``self._lock``."""
-        self._con.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._con
-            self._con.execute("COMMIT")
-        except BaseException:
-            if self._con.in_transaction:
-                self._con.execute("ROLLBACK")
-            raise
+        return immediate(self._con)
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
