@@ -36,6 +36,7 @@ from indexer.crypto import KeyRing
 from indexer.types import Identification, Person, Role, Vehicle, VehicleMatch
 from indexer.vehicles import _order as vehicle_order
 from recognizer.faces.analyzer import FaceObservation, StageTimer
+from recognizer.faces.carry import CarryLedger, CarryOffer
 from recognizer.image import DecodeLimits
 from smartgate.config import Config
 from smartgate.errors import AlreadyExistsError, ConfigError, InvalidInputError
@@ -199,21 +200,29 @@ class ClusterEngine:
         *,
         lane: Lane = Lane.PEDESTRIAN,
         plate_crop: bytes = b"",
-        carry: object | None = None,
+        carry: CarryOffer | None = None,
         gate: str = "",
     ) -> FrameResult:
         """As ``Engine.process_frame``, across the cluster (see the module docstring).
 
-        ``carry`` (the embedded engine's reuse of a decided face's embedding) is not used: its
-        ledger lives on the frontend, so every face is embedded afresh on the worker. Frames
-        route by ``community/gate`` (the gate when the caller names it)."""
-        del carry
+        ``carry``: the worker gets the gate's decided faces with a snapshot of their loans
+        (``LoanSnapshot``); the loans it took are recorded in the frontend's ledger when the
+        answer is back. Frames route by ``community/gate``."""
         if not community:
             raise InvalidInputError("frame has no community")
         self.directory.require(community)
+        ledger = carry.ledger if carry is not None else None
+        remote = None
+        if carry is not None and isinstance(ledger, CarryLedger):
+            loans = ledger.snapshot([c.origin for c in carry.faces])
+            remote = replace(carry, ledger=loans)
         facts: FrameFacts = self.pool.call(
-            f"{community}/{gate}", "read_frame", image, lane, plate_crop
+            f"{community}/{gate}", "read_frame", image, lane, plate_crop, remote
         )
+        if remote is not None and isinstance(ledger, CarryLedger):
+            for face in facts.faces:
+                if face.carry_origin:
+                    ledger.claim(face.carry_origin)
         timer = StageTimer(dict(facts.timings_ms))
         with timer.stage("match"):
             t = time.time() if now is None else now

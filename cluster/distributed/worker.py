@@ -22,6 +22,7 @@ import numpy as np
 
 from cluster.engine import Lane, PlateReadings, Recognizer
 from recognizer.faces.analyzer import FaceObservation, StageTimer
+from recognizer.faces.carry import CarryOffer
 from recognizer.image import DecodedImage, DecodeLimits, decode
 from smartgate.config import Config
 
@@ -84,10 +85,17 @@ class RecognizerWorker:
             os.getpid(), node_id, embedder.dim, None if default is None else float(default)
         )
 
-    def read_frame(self, image: bytes, lane: Lane, plate_crop: bytes = b"") -> FrameFacts:
-        """One frame's faces and plates (``Recognizer.read_frame``)."""
+    def read_frame(
+        self,
+        image: bytes,
+        lane: Lane,
+        plate_crop: bytes = b"",
+        carry: CarryOffer | None = None,
+    ) -> FrameFacts:
+        """One frame's faces and plates (``Recognizer.read_frame``); ``carry`` (with a
+        ``LoanSnapshot``) lends the gate's decided faces as in embedded mode."""
         timer = StageTimer()
-        decoded, faces, readings = self.recognizer.read_frame(image, lane, plate_crop, timer)
+        decoded, faces, readings = self.recognizer.read_frame(image, lane, plate_crop, timer, carry)
         decoded_for = 0 if lane.plates else self.config.detect.long_side
         return FrameFacts(
             [strip_pixels(f) for f in faces], readings, timer.ms, decoded.scale, decoded_for

@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -86,6 +87,12 @@ def assign(
     return out
 
 
+class Lender(Protocol):
+    """Grants loans of lent faces: ``claim(origin)`` → the loan's number, or 0 when spent."""
+
+    def claim(self, origin: int) -> int: ...
+
+
 class CarryLedger:
     """How many times each fresh embedding has been lent, across compute threads.
 
@@ -105,6 +112,16 @@ class CarryLedger:
         """An id for an embedding computed afresh."""
         return next(self._ids)
 
+    def used(self, origin: int) -> int:
+        """How many times ``origin`` has been lent so far."""
+        with self._lock:
+            return self._loans.get(origin, 0)
+
+    def snapshot(self, origins: Sequence[int]) -> LoanSnapshot:
+        """The loans left of ``origins`` now, for a frame recognised in another process."""
+        with self._lock:
+            return LoanSnapshot(self.max_carry, {o: self._loans.get(o, 0) for o in origins})
+
     def claim(self, origin: int) -> int:
         """Borrow ``origin`` once more: the loan's number (1..max_carry), or 0 when spent."""
         with self._lock:
@@ -118,6 +135,25 @@ class CarryLedger:
             return used + 1
 
 
+@dataclass
+class LoanSnapshot:
+    """A ``Lender`` for one frame recognised away from the ledger (a Ray worker): the loans
+    ``used`` so far per origin when the frame was sent. The frontend records the loans the
+    worker took with ``CarryLedger.claim`` when the answer is back; frames of one gate in flight
+    at the same time may each take the last loan, so an embedding is lent at most
+    ``max_carry`` + (frames in flight − 1) times."""
+
+    max_carry: int
+    used: dict[int, int]
+
+    def claim(self, origin: int) -> int:
+        used = self.used.get(origin, self.max_carry)
+        if used >= self.max_carry:
+            return 0
+        self.used[origin] = used + 1
+        return used + 1
+
+
 @dataclass(frozen=True)
 class CarryOffer:
     """What a frame may reuse: its gate's latest decided ``faces``, the frame's time ``t``
@@ -126,4 +162,4 @@ class CarryOffer:
     faces: Sequence[Carried]
     t: float
     policy: CarryPolicy
-    ledger: CarryLedger
+    ledger: Lender

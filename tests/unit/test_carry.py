@@ -61,3 +61,14 @@ def test_the_ledger_lends_each_embedding_at_most_max_carry_times() -> None:
     c = ledger.new_origin()
     assert ledger.claim(c) == 1  # capacity 2: the oldest loan record (a) is forgotten
     assert CarryLedger(max_carry=0).claim(1) == 0
+
+
+def test_a_snapshot_lends_what_the_ledger_had_left_when_the_frame_was_sent() -> None:
+    ledger = CarryLedger(max_carry=2)
+    a, b = ledger.new_origin(), ledger.new_origin()
+    assert ledger.claim(a) == 1
+    snap = ledger.snapshot([a, b])
+    assert [snap.claim(a), snap.claim(a)] == [2, 0]
+    assert [snap.claim(b), snap.claim(b), snap.claim(b)] == [1, 2, 0]
+    assert snap.claim(12345) == 0  # an origin the frontend did not offer
+    assert ledger.used(a) == 1 and ledger.used(b) == 0  # the ledger records loans itself
