@@ -449,22 +449,40 @@ class Store:
         self, community: str, *, role: Role | None, limit: int, after: str | None
     ) -> list[Person]:
         """Persons ordered by ``person_id``, those after ``after`` only, at most ``limit``."""
-        where, args = ["p.community = ?"], [community]
+        rows = self._page(
+            "persons p", _PERSON_COLUMNS, "p.person_id", community, role, limit, after
+        )
+        return [_person_from_row(r) for r in rows]
+
+    def _page(
+        self,
+        table: str,
+        columns: str,
+        key: str,
+        community: str,
+        role: Role | None,
+        limit: int,
+        after: str | None,
+    ) -> list[tuple[Any, ...]]:
+        """Rows of ``table`` (aliased: ``"persons p"``) of ``community``, optionally of ``role``,
+        ordered by ``key`` and after ``after``, at most ``limit``; NotFoundError for an unknown
+        community. Only module constants are formatted into the SQL."""
+        alias = table.rsplit(maxsplit=1)[-1]
+        where, args = [f"{alias}.community = ?"], [community]
         if role is not None:
-            where.append("p.role = ?")
+            where.append(f"{alias}.role = ?")
             args.append(role)
         if after is not None:
-            where.append("p.person_id > ?")
+            where.append(f"{key} > ?")
             args.append(after)
         with self._reading() as con:
             if not _community_exists(con, community):
                 raise _community_missing(community)
-            rows = con.execute(
-                f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE {' AND '.join(where)} "
-                "ORDER BY p.person_id LIMIT ?",
+            rows: list[tuple[Any, ...]] = con.execute(
+                f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} ORDER BY {key} LIMIT ?",
                 (*args, limit),
             ).fetchall()
-        return [_person_from_row(r) for r in rows]
+        return rows
 
     def template_dims(self) -> dict[int, int]:
         """How many templates are stored per embedding dimension."""
@@ -559,21 +577,7 @@ class Store:
         self, community: str, *, role: Role | None, limit: int, after: str | None
     ) -> list[Vehicle]:
         """Vehicles ordered by ``plate``, those after ``after`` only, at most ``limit``."""
-        where, args = ["v.community = ?"], [community]
-        if role is not None:
-            where.append("v.role = ?")
-            args.append(role)
-        if after is not None:
-            where.append("v.plate > ?")
-            args.append(after)
-        with self._reading() as con:
-            if not _community_exists(con, community):
-                raise _community_missing(community)
-            rows = con.execute(
-                f"SELECT {_VEHICLE_COLUMNS} FROM vehicles v WHERE {' AND '.join(where)} "
-                "ORDER BY v.plate LIMIT ?",
-                (*args, limit),
-            ).fetchall()
+        rows = self._page("vehicles v", _VEHICLE_COLUMNS, "v.plate", community, role, limit, after)
         return [_vehicle_from_row(r) for r in rows]
 
     def vehicles(self) -> list[Vehicle]:
