@@ -2,7 +2,8 @@
 and shedding under overload.
 
 Cameras never wait: ``submit`` only enqueues. When a gate already has ``per_gate_limit`` frames
-waiting, its *oldest* waiting frame is shed (a late decision is worthless) and a frame that has
+waiting, its *oldest* waiting frame is shed (a late decision is worthless) while the gate keeps
+its places in line (so every gate gets its share under overload), and a frame that has
 waited longer than ``max_wait_ms`` is shed when a worker reaches it; a shed frame's future fails
 with ``OverloadedError`` so its stream answers it with RESOURCE_EXHAUSTED and carries on.
 
@@ -15,6 +16,7 @@ onnxruntime thread each is the measured optimum (``models.intra_op_threads``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -96,11 +98,12 @@ class FrameScheduler(Generic[In, Out]):
                 return job.future
             self.stats.submitted += 1
             if self._waiting.get(gate, 0) >= self.config.per_gate_limit:
-                shed.append(self._remove_oldest(gate))
-            if len(self._queue) >= self.config.max_queue:
-                shed.append(self._remove_at(0))
-            self._queue.append(job)
-            self._waiting[gate] = self._waiting.get(gate, 0) + 1
+                shed.append(self._replace_oldest(gate, job))
+            else:
+                if len(self._queue) >= self.config.max_queue:
+                    shed.append(self._remove_at(0))
+                self._queue.append(job)
+                self._waiting[gate] = self._waiting.get(gate, 0) + 1
             self._cond.notify()
         for old in shed:
             self._shed(old, "the gate sends frames faster than the node answers them")
@@ -121,11 +124,19 @@ class FrameScheduler(Generic[In, Out]):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _remove_oldest(self, gate: str) -> _Job[In, Out]:
-        for i, job in enumerate(self._queue):
-            if job.gate == gate:
-                return self._remove_at(i)
-        raise RuntimeError(f"gate {gate} counted waiting frames but has none")  # pragma: no cover
+    def _replace_oldest(self, gate: str, job: _Job[In, Out]) -> _Job[In, Out]:
+        """Drop ``gate``'s oldest waiting frame and let ``job`` join the gate's frames without
+        losing their places in line: each moves up into the slot of the one before it and
+        ``job`` takes the last. Appending it at the back instead starved gates under overload
+        (a gate whose frame was always replaced before a worker reached it never got one)."""
+        slots = [i for i, waiting in enumerate(self._queue) if waiting.gate == gate]
+        if not slots:  # pragma: no cover - the count says otherwise
+            raise RuntimeError(f"gate {gate} counted waiting frames but has none")
+        oldest = self._queue[slots[0]]
+        for here, nxt in itertools.pairwise(slots):
+            self._queue[here] = self._queue[nxt]
+        self._queue[slots[-1]] = job
+        return oldest
 
     def _remove_at(self, index: int) -> _Job[In, Out]:
         job = self._queue[index]

@@ -58,6 +58,47 @@ def test_a_gate_over_its_limit_sheds_its_oldest_waiting_frame() -> None:
     s.close()
 
 
+def test_a_replaced_frame_keeps_its_gates_place_in_line() -> None:
+    # g1's newer frame takes its waiting frame's place, ahead of g2's: it is not sent to the
+    # back, where a gate whose frames are always replaced in time would never be served.
+    fn = Gate()
+    s = _scheduler(fn, workers=1, per_gate_limit=1)
+    busy = s.submit("g0", 0)
+    time.sleep(0.1)
+    first = s.submit("g1", 1)
+    other = s.submit("g2", 2)
+    newer = s.submit("g1", 3)  # sheds 1, waits where 1 waited
+    with pytest.raises(OverloadedError):
+        first.result(1)
+    fn.release.set()
+    assert busy.result(5) == 0 and newer.result(5) == 30 and other.result(5) == 20
+    assert [items for items in fn.seen] == [[0], [3], [2]]
+    s.close()
+
+
+def test_under_overload_every_gate_gets_its_share() -> None:
+    # One worker, four gates each sending faster than it answers, gates phase-shifted: each
+    # gate's frames are replaced while waiting, yet the gates are served in turn.
+    served: list[str] = []
+
+    def slow(items: Sequence[tuple[str, int]]) -> list[int]:
+        time.sleep(0.02)
+        served.extend(gate for gate, _ in items)
+        return [0 for _ in items]
+
+    s: FrameScheduler[tuple[str, int], int] = FrameScheduler(
+        slow, CaptureConfig(workers=1, per_gate_limit=1, max_wait_ms=10_000)
+    )
+    gates = ["a", "b", "c", "d"]
+    for n in range(60):  # a frame every 5 ms: 200 fps against ~50 answered
+        gate = gates[n % 4]
+        s.submit(gate, (gate, n))
+        time.sleep(0.005)
+    s.close()
+    counts = {g: served.count(g) for g in gates}
+    assert min(counts.values()) >= max(counts.values()) - 1, counts
+
+
 def test_frames_that_waited_too_long_are_shed() -> None:
     fn = Gate()
     s = _scheduler(fn, workers=1, max_wait_ms=50, per_gate_limit=100)
