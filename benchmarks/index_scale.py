@@ -16,7 +16,13 @@ p50/p99 and CPU-time p99 over ``--queries`` queries (fewer for exact search at >
 the slow reference), recall@5 against exact search (all queries; impostors alone) and match
 recall (true top-5 entries with similarity >= 0.5). ``faceindex`` is ``indexer.FaceIndex``
 itself with the default ``IndexPolicy``: restored exact, then rebuilt in the background as the
-policy says (its build time), searched through its Python API. Memory: the serialised size.
+policy says (its build time), searched through its Python API. ``exact`` is ``FaceIndex``'s
+exact kind from ``IndexPolicy.certified_from`` rows on: 8-bit codes scanned for candidates,
+re-scored from the float vectors, a certificate or the full float scan (``indexer.face_index``),
+on 1 and 2 scan threads; its note gives the certificate's fallback rate, whether each answer
+is bit-identical (ids and float32 similarities) to ``IndexFlatIP``'s for the same query, and the
+throughput of ``BUSY_CALLERS`` threads searching at once (every core busy). Memory: the
+serialised size.
 
 Run: ``python -m benchmarks.index_scale [--sizes 1000 10000 100000 1000000] [--queries 500]
 [--configs flat hnsw pq128 ...]`` (~4 min on the 2-core machine; HNSW at 1M, ~16 min to build on
@@ -26,10 +32,12 @@ one thread, only with ``--configs hnsw``). Results and the policy they chose: in
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import itertools
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +60,11 @@ MATCH_SIMILARITY = 0.5
 #: Exact search on this many vectors or more is timed on at most ``SLOW_QUERIES`` queries.
 SLOW_SIZE = 500_000
 SLOW_QUERIES = 100
+#: ``exact``'s answers are compared with ``IndexFlatIP``'s on at most this many queries.
+CHECKED_QUERIES = 200
+#: ``exact``'s throughput is measured with this many threads searching at once, this long.
+BUSY_CALLERS = 2
+BUSY_SECONDS = 3.0
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -169,6 +182,7 @@ class Row:
     recall: float
     recall_impostors: float
     match_recall: float  # of the true top-k with similarity >= MATCH_SIMILARITY
+    note: str = ""
 
 
 def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -336,10 +350,89 @@ def _build_face_index(base: np.ndarray) -> tuple[Any, Callable[[Any], Searcher]]
     return parts, searcher
 
 
+class _ExactSearch:
+    """``FaceIndex.search`` on its certified exact path with ``scan_threads`` threads; ``note``
+    says how often its certificate failed since ``start`` and checks it against ``flat``."""
+
+    def __init__(self, index: FaceIndex, flat: Any, threads: int) -> None:
+        # A benchmark's shortcut: one index (2.5 GB at 1M) measured at two thread counts.
+        index._rows.policy = dataclasses.replace(index.policy, scan_threads=threads)
+        self.index, self.flat = index, flat
+        self.start = index.scan_stats
+
+    def __call__(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(queries, k)
+
+    def note(self, queries: np.ndarray, k: int) -> str:
+        stats = self.index.scan_stats
+        asked = stats.queries - self.start.queries
+        failed = stats.fallbacks - self.start.fallbacks
+        same = 0
+        queries = queries[:: -(-len(queries) // CHECKED_QUERIES)]
+        for i in range(len(queries)):  # one at a time: the float scan's per-vector path
+            sims, ids = self.index.search(queries[i : i + 1], k)
+            ref_sims, ref_rows = self.flat.search(queries[i : i + 1], k)
+            same += np.array_equal(ids, ref_rows) and np.array_equal(sims, ref_sims)
+        rate = throughput(self, queries, k, BUSY_CALLERS, BUSY_SECONDS)
+        return (
+            f"fallbacks {failed}/{asked}, E {stats.error_bound:.4f}, "
+            f"identical to IndexFlatIP {same}/{len(queries)}, "
+            f"{BUSY_CALLERS} callers at once: {rate:.0f} queries/s"
+        )
+
+
+def throughput(
+    search: Searcher, queries: np.ndarray, k: int, callers: int, seconds: float
+) -> float:
+    """Queries per second of ``callers`` threads searching one query at a time, all at once
+    (every core busy): whether splitting one search over threads costs total throughput."""
+    done = [0] * callers
+    stop = threading.Event()
+
+    def caller(slot: int) -> None:
+        faiss.omp_set_num_threads(1)
+        i = slot
+        while not stop.is_set():
+            search(queries[i % len(queries) : i % len(queries) + 1], k)
+            done[slot] += 1
+            i += callers
+
+    threads = [threading.Thread(target=caller, args=(c,)) for c in range(callers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def _build_exact(base: np.ndarray) -> tuple[Any, Callable[[Any], Searcher]]:
+    """``FaceIndex`` exact (``"flat"``) with its 8-bit code scan (ids are the rows)."""
+    index = FaceIndex(DIM, IndexPolicy(auto=False, certified_from=min(len(base), 8_192)))
+    index.add(np.arange(len(base), dtype=np.int64), base)
+    rows = index._rows  # for the serialised size (vectors and codes) and the reference
+    if index.kind != "flat" or rows.scan is None:
+        raise RuntimeError(f"expected an exact index with its code scan, got {index.kind}")
+
+    def searcher(threads: int) -> Searcher:
+        return _ExactSearch(index, rows.store, threads)
+
+    return [rows.store, rows.scan.index], searcher
+
+
 PQ_K_FACTORS = (20, 50, 100, 200)
 
 CONFIGS = [
     Config("flat", "Flat (exact)", _build_flat, [("-", None)]),
+    Config(
+        "exact",
+        "FaceIndex exact: SQ8 scan + certificate",
+        _build_exact,
+        [("1 scan thread", 1), ("2 scan threads", 2)],
+        min_size=1_000,
+    ),
     Config(
         "hnsw",
         f"HNSW{HNSW_M} efC={HNSW_EF_CONSTRUCTION}",
@@ -425,6 +518,7 @@ def measure(
             if config.key == "flat" and size >= SLOW_SIZE:
                 pick = pick[:: -(-len(pick) // SLOW_QUERIES)]  # genuine and impostors alike
             wall, cpu, found = time_single_queries(search, data.queries[pick], TOP_K)
+            note = getattr(search, "note", None)
             hit = found_mask(found, truth[pick])
             recall = hit.mean(axis=1)
             matches = truth_sims[pick] >= MATCH_SIMILARITY
@@ -442,6 +536,7 @@ def measure(
                     float(recall.mean()),
                     float(recall[impostors].mean()) if impostors.any() else float("nan"),
                     float(hit[matches].mean()) if matches.any() else float("nan"),
+                    note(data.queries[pick], TOP_K) if note is not None else "",
                 )
             )
             print(_format_row(rows[-1]), file=sys.stderr)
@@ -453,14 +548,14 @@ def _format_row(r: Row) -> str:
     return (
         f"| {r.size:,} | {r.index} | {r.search} | {r.build_s:.1f} | {r.memory_mb:,.0f} "
         f"| {r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.cpu_p99_ms:.3f} | {r.recall:.4f} "
-        f"| {r.recall_impostors:.4f} | {r.match_recall:.4f} |"
+        f"| {r.recall_impostors:.4f} | {r.match_recall:.4f} | {r.note} |"
     )
 
 
 HEADER = (
     "| vectors | index | search | build s | MB | p50 ms | p99 ms | CPU p99 ms | recall@5 "
-    f"| recall@5 impostors | match recall (sim >= {MATCH_SIMILARITY}) |"
-    "\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    f"| recall@5 impostors | match recall (sim >= {MATCH_SIMILARITY}) | note |"
+    "\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 )
 
 

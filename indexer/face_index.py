@@ -2,11 +2,18 @@
 
 Vectors are L2-normalised float32 embeddings, so inner product is cosine similarity.
 
-Index kinds (``IndexPolicy``): ``"flat"``, exact (``IndexFlatIP``), for small communities;
-from ``IndexPolicy.exact_below`` templates on, ``"pq"``: every template scanned as a 64-byte
+Index kinds (``IndexPolicy``): ``"flat"``, exact, for small communities; from
+``IndexPolicy.exact_below`` templates on, ``"pq"``: every template scanned as a 64-byte
 4-bit product-quantised code (``IndexPQFastScan``), the best ``pq_rerank`` x k re-scored exactly
 against the stored vectors; or ``"hnsw"`` (``IndexHNSWFlat``). ``benchmarks/index_scale.py``
 measured the crossing and the parameters (``indexer/README.md``).
+
+Certified exact search: a ``"flat"`` index scans its float vectors (``IndexFlatIP``) below
+``IndexPolicy.certified_from`` rows; from there on it also keeps every row as a 512-byte 8-bit
+code (``_CodeScan``), scans the codes (a quarter of the bytes) for the best C candidates,
+re-scores them from the float vectors and proves with a bound on the quantisation error that no
+other row can enter the top k; a query whose proof fails gets the full float scan. Either way
+the result is the float scan's: same ids, same float32 similarities (``_Rows._search_certified``).
 
 Rows and tombstones: the FAISS index is labelled by row (insertion order); ``_Rows`` maps rows
 to template ids and keeps a bitmap of the live ones. ``remove`` only clears bits (HNSW cannot
@@ -32,6 +39,7 @@ so they really run in parallel), ``add``/``remove`` and the swap take it exclusi
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import itertools
 import logging
 import math
@@ -161,6 +169,12 @@ class IndexPolicy:
       the other processes hold the cores), and it leaves a core to the models.
     * ``auto``: rebuild by itself when the kind should change or tombstones pile up; with
       ``False`` only ``FaceIndex.rebuild`` rebuilds.
+    * ``certified_from``: an exact (``"flat"``) index of this many rows or more scans 8-bit codes
+      for candidates and certifies the result (module docstring); below it, the float vectors.
+      ``certified_candidates``: the candidates C per query (raised to 16 x k).
+    * ``scan_threads``: threads one certified search splits its code scan over (row ranges, a
+      small thread pool, one OpenMP thread each). 1 (the default) scans on the calling thread;
+      more shortens one search but not the total work, so it helps only with idle cores.
 
     The defaults come from ``benchmarks/index_scale.py`` (see ``indexer/README.md``).
     """
@@ -175,6 +189,9 @@ class IndexPolicy:
     max_dead_share: float = 0.1
     build_threads: int = 1
     auto: bool = True
+    certified_from: int = 8_192
+    certified_candidates: int = 128
+    scan_threads: int = 1
 
     def __post_init__(self) -> None:
         for name in (
@@ -185,6 +202,9 @@ class IndexPolicy:
             "hnsw_ef_construction",
             "hnsw_ef_search",
             "build_threads",
+            "certified_from",
+            "certified_candidates",
+            "scan_threads",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -215,12 +235,177 @@ _PQ_TRAIN_ROWS: Final = 16_384
 #: ... and needs at least 16 (one per 4-bit centroid); fewer get an exact index.
 _PQ_MIN_ROWS: Final = 16
 
+#: The float32 unit round-off.
+_U32: Final = 2.0**-24
+#: The certified scan's quantiser range is the rows' smallest to largest coordinate, widened on
+#: each side by this share of the span (coordinates of later rows beyond it are clamped).
+_SCAN_HEADROOM: Final = 0.05
+#: Rows encoded per batch when codes are added (~32 MB of float32 temporaries at 512-d).
+_ENCODE_CHUNK: Final = 16_384
+#: A certified scan is split over threads only in parts of at least this many rows.
+_SCAN_PART_ROWS: Final = 16_384
+
+
+@dataclass(frozen=True)
+class ScanStats:
+    """Certified exact searches of one ``FaceIndex`` since it was created (across rebuilds).
+
+    ``queries``: queries answered through the 8-bit code scan; ``fallbacks``: those whose
+    certificate failed, answered by the full float scan; ``error_bound``: the current index's
+    E (the largest quantisation error of a row, ``nan`` while it has no code scan).
+    """
+
+    queries: int
+    fallbacks: int
+    error_bound: float
+
+    @property
+    def fallback_rate(self) -> float:
+        return self.fallbacks / self.queries if self.queries else 0.0
+
+
+class _ScanCounters:
+    """``ScanStats``' counters, shared by the ``_Rows`` that succeed one another in an index."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.queries = 0
+        self.fallbacks = 0
+
+    def count(self, queries: int, fallbacks: int) -> None:
+        with self._lock:
+            self.queries += queries
+            self.fallbacks += fallbacks
+
+
+_scan_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_scan_pools_lock = threading.Lock()
+
+
+def _scan_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The process's pool for searches split over ``workers`` + 1 threads (the caller's too).
+
+    Its threads run FAISS on one OpenMP thread each: the split is theirs, not OpenMP's.
+    """
+    with _scan_pools_lock:
+        pool = _scan_pools.get(workers)
+        if pool is None:
+            pool = concurrent.futures.ThreadPoolExecutor(
+                2 * workers,  # two searches at once split without queueing on each other
+                thread_name_prefix="face-scan",
+                initializer=faiss.omp_set_num_threads,
+                initargs=(1,),
+            )
+            _scan_pools[workers] = pool
+        return pool
+
+
+class _CodeScan:
+    """Every row of an exact ``_Rows`` as an 8-bit code, scanned for candidates.
+
+    ``QT_8bit_uniform``: one range ``[vmin, vmin + vdiff]`` for every coordinate, 256 levels,
+    so a 512-d row is 512 bytes (its float vector 2048). ``error`` is E, an upper bound on
+    ``||decode(encode(x)) - x||`` over the rows added, measured on each add: a row outside the
+    range is clamped and only raises E. Its rows are the ``_Rows``' rows (tombstones included).
+    """
+
+    def __init__(self, dim: int, lo: float, hi: float) -> None:
+        """A scan whose quantiser covers the coordinates ``[lo, hi]`` (plus headroom)."""
+        span = max(hi - lo, 1e-6)
+        self.dim = dim
+        self.index: Any = faiss.IndexScalarQuantizer(
+            dim, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT
+        )
+        trained = np.array(
+            [lo - _SCAN_HEADROOM * span, (1.0 + 2.0 * _SCAN_HEADROOM) * span], np.float32
+        )
+        faiss.copy_array_to_vector(trained, self.index.sq.trained)
+        self.index.is_trained = True
+        self.error = 0.0
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Encode ``vectors`` ``(n, dim)`` as the next rows and raise E to cover them."""
+        for lo in range(0, len(vectors), _ENCODE_CHUNK):
+            chunk = vectors[lo : lo + _ENCODE_CHUNK]
+            codes = self.index.sa_encode(chunk)
+            diff = self.index.sa_decode(codes)
+            diff -= chunk
+            worst = math.sqrt(float(np.einsum("ij,ij->i", diff, diff).max()))
+            # The float32 difference and sum of squares are off by < (dim + 2) u, relatively.
+            self.error = max(self.error, worst * (1.0 + 2.0 * (self.dim + 2) * _U32))
+            self.index.add_sa_codes(codes)
+
+    def margin(self, queries: np.ndarray) -> np.ndarray:
+        """``(q,)`` float64: the most a query's code score and float32 score of a row differ.
+
+        ``||q|| E`` (Cauchy-Schwarz) plus float32 rounding: each of the two ``dim``-term dot
+        products is within ``dim u / (1 - dim u) ||q|| ||row||`` of the real one, and the
+        decoded coordinates within an ulp of ``sa_decode``'s, both below ``4 dim u (1 + E)``.
+        """
+        norms = np.linalg.norm(queries.astype(np.float64), axis=1)
+        out: np.ndarray = norms * (self.error + 4.0 * self.dim * _U32 * (1.0 + self.error))
+        return out
+
+    def candidates(
+        self,
+        queries: np.ndarray,
+        depth: int,
+        n_rows: int,
+        live: Any,
+        threads: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``depth`` best rows by code score of each part of the rows, and their bound.
+
+        ``queries``: ``(q, dim)`` C-contiguous; ``live``: the live-row ``IDSelectorBitmap``, or
+        None when every row is live. The rows ``[0, n_rows)`` are split into up to ``threads``
+        ranges scanned at once. Returns ``rows`` ``(q, parts x depth)`` int64 (-1: no row) and
+        ``bound`` ``(q,)`` float64: the largest ``depth``-th code score over the parts that
+        found ``depth`` live rows, ``-inf`` where none did (then every live row is a candidate).
+        """
+        parts = max(1, min(threads, n_rows // _SCAN_PART_ROWS))
+        if parts == 1:
+            params = None
+            if live is not None:
+                params = faiss.SearchParameters()
+                params.sel = live
+            scores, rows = self.index.search(queries, depth, params=params)
+            results = [(scores, rows)]
+        else:
+            results = self._split_search(queries, depth, n_rows, live, parts)
+        bound = np.full(len(queries), -np.inf)
+        for scores, rows in results:
+            full = rows[:, -1] >= 0
+            bound[full] = np.maximum(bound[full], scores[full, -1])
+        return np.concatenate([rows for _, rows in results], axis=1), bound
+
+    def _split_search(
+        self, queries: np.ndarray, depth: int, n_rows: int, live: Any, parts: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        edges = np.linspace(0, n_rows, parts + 1).astype(np.int64).tolist()
+        keep: list[Any] = []  # FAISS holds no reference to the selectors: these do
+        params = []
+        for lo, hi in itertools.pairwise(edges):
+            sel: Any = faiss.IDSelectorRange(lo, hi)
+            keep.append(sel)
+            if live is not None:
+                sel = faiss.IDSelectorAnd(sel, live)
+                keep.append(sel)
+            p = faiss.SearchParameters()
+            p.sel = sel
+            params.append(p)
+        pool = _scan_pool(parts - 1)
+        futures = [pool.submit(self.index.search, queries, depth, params=p) for p in params[1:]]
+        mine = self.index.search(queries, depth, params=params[0])
+        return [mine, *(f.result() for f in futures)]
+
 
 class _Rows:
     """One FAISS index labelled by row, the template id of each row and the live-row bitmap.
 
     ``"flat"`` and ``"hnsw"`` keep the float vectors in their FAISS index; ``"pq"`` keeps them
-    in an ``IndexFlatIP`` beside its codes, for exact re-scoring. Not locked itself:
+    in an ``IndexFlatIP`` beside its codes, for exact re-scoring; ``"flat"`` from
+    ``policy.certified_from`` rows on keeps 8-bit codes beside its vectors too (``scan``,
+    trained on ``value_range``, the coordinates appended so far). Not locked itself:
     ``FaceIndex`` holds its write lock around ``append`` and ``kill``, its read lock around the
     rest.
     """
@@ -255,6 +440,9 @@ class _Rows:
         self.live = np.zeros(0, np.uint8)  # bit r of the bitmap: row r is live
         self.n_rows = 0
         self.n_dead = 0
+        self.scan: _CodeScan | None = None
+        self.value_range = (math.inf, -math.inf)  # smallest and largest coordinate appended
+        self.stats = _ScanCounters()
         # The search parameters, replaced only under the write lock. FAISS keeps neither the
         # selector nor the bitmap it points into alive: this object does.
         self._selector: faiss.IDSelectorBitmap | None = None
@@ -293,7 +481,20 @@ class _Rows:
         self.row_ids[start : start + n] = ids
         np.bitwise_or.at(self.live, rows >> 3, (1 << (rows & 7)).astype(np.uint8))
         self.n_rows += n
+        if n:
+            lo, hi = self.value_range
+            self.value_range = (min(lo, float(vectors.min())), max(hi, float(vectors.max())))
+            if self.kind == "flat":
+                self._append_codes(vectors)
         return rows
+
+    def _append_codes(self, vectors: np.ndarray) -> None:
+        """Encode the rows just appended; from ``certified_from`` rows on, start the scan."""
+        if self.scan is not None:
+            self.scan.add(vectors)
+        elif self.n_rows >= self.policy.certified_from:
+            self.scan = _CodeScan(self.dim, *self.value_range)
+            self.scan.add(self.vectors())  # every row, dead ones too: rows keep their numbers
 
     def kill(self, rows: np.ndarray) -> None:
         """Mark ``rows`` (live, distinct) dead."""
@@ -331,6 +532,8 @@ class _Rows:
         widen = 1.0 / (1.0 - min(self.dead_share(), 0.9))
         if self.kind == "pq":
             similarities, labels = self._search_pq(queries, k, widen)
+        elif self.scan is not None:
+            similarities, labels = self._search_certified(self.scan, queries, k)
         else:
             params = self.params
             if self.kind == "hnsw":
@@ -351,30 +554,74 @@ class _Rows:
 
         ``queries`` must be C-contiguous (``check_vectors`` makes them so).
         """
-        nq, n = len(queries), self.n_rows
-        similarities = np.full((nq, k), -np.inf, np.float32)
-        labels = np.full((nq, k), -1, np.int64)
+        n = self.n_rows
         if n == 0:
-            return similarities, labels
+            return np.full((len(queries), k), -np.inf, np.float32), np.full(
+                (len(queries), k), -1, np.int64
+            )
         depth = min(n, math.ceil(k * self.policy.pq_rerank * widen))
         _, candidates = self.index.search(queries, depth)
         if self.n_dead:
             candidates[~self.is_live(np.maximum(candidates, 0))] = -1
-        # FAISS's re-scorer stops at a row's first -1: move them last (descending order).
-        candidates = -np.sort(-candidates, axis=1)
+        return self._rescore(queries, candidates, k)
+
+    def _rescore(
+        self, queries: np.ndarray, candidates: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` of each query's ``candidates`` ``(q, m)`` rows (-1: none), scored
+        from the float vectors as the float scan scores them: ``(q, k)`` similarities float32
+        (``-inf`` where fewer than ``k``) and rows int64 (-1 there)."""
+        nq, depth = candidates.shape
+        similarities = np.full((nq, k), -np.inf, np.float32)
+        labels = np.full((nq, k), -1, np.int64)
+        # FAISS's re-scorer stops at a row's first -1: move them last. Ascending rows, as the
+        # float scan meets them, so that equal scores are kept and ordered as it does.
+        last = np.iinfo(np.int64).max
+        candidates = np.sort(np.where(candidates < 0, last, candidates), axis=1)
+        candidates[candidates == last] = -1
         _faiss.knn_inner_products_by_idx(
             faiss.swig_ptr(queries),
             self.store.get_xb(),
             faiss.swig_ptr(candidates),
             self.dim,
             nq,
-            n,
+            self.n_rows,
             depth,
             k,
             faiss.swig_ptr(similarities),
             faiss.swig_ptr(labels),
             depth,  # the row stride (its default, -1, strides by n)
         )
+        return similarities, labels
+
+    def _search_certified(
+        self, scan: _CodeScan, queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top ``k`` (the float scan's answer) through the 8-bit scan and its certificate.
+
+        Proof: a row's code score a and float32 score s differ by at most m = ``margin`` (E,
+        Cauchy-Schwarz, plus rounding). A live row outside a part's candidates scored
+        a <= that part's C-th code score, so s <= bound + m with bound the largest C-th over
+        the parts. If the k-th re-scored candidate has s_k > bound + m, every row left out is
+        strictly below it, so the candidates' top k (ties broken as the float scan breaks
+        them, by row) is the float scan's; a part with fewer than C live rows gave them all.
+        """
+        depth = max(self.policy.certified_candidates, 16 * k)
+        if depth >= self.n_rows - self.n_dead:  # every live row a candidate: scan the floats
+            out: tuple[np.ndarray, np.ndarray] = self.index.search(queries, k, params=self.params)
+            return out
+        candidates, bound = scan.candidates(
+            queries, depth, self.n_rows, self._selector, self.policy.scan_threads
+        )
+        similarities, labels = self._rescore(queries, candidates, k)
+        kth = np.where(labels[:, -1] >= 0, similarities[:, -1], -np.inf).astype(np.float64)
+        certain = np.isneginf(bound) | (kth > bound + scan.margin(queries))
+        miss = np.flatnonzero(~certain)
+        self.stats.count(len(queries), len(miss))
+        if len(miss):
+            similarities[miss], labels[miss] = self.index.search(
+                queries[miss], k, params=self.params
+            )
         return similarities, labels
 
 
@@ -438,6 +685,13 @@ class FaceIndex:
     def tombstones(self) -> int:
         """Removed templates still in the FAISS index, skipped by searches until a rebuild."""
         return self._rows.n_dead
+
+    @property
+    def scan_stats(self) -> ScanStats:
+        """Certified exact searches so far and how many fell back to the float scan."""
+        rows = self._rows
+        error = rows.scan.error if rows.scan is not None else math.nan
+        return ScanStats(rows.stats.queries, rows.stats.fallbacks, error)
 
     @property
     def rebuilding(self) -> bool:
@@ -634,6 +888,7 @@ class FaceIndex:
         with self._lock.write(), self._rebuild_mutex:
             source = self._rows
             end = source.n_rows
+            value_range = source.value_range
             kind = job.kind or self._policy.kind_for(len(self._row_of), source.kind)
             job.kind = kind
             job.logging = True
@@ -641,6 +896,7 @@ class FaceIndex:
         built: _Rows | None = None
         if kind != "pq":  # built as the chunks come; pq first trains on all of them
             built = _Rows(self._dim, kind, self._policy)
+            built.value_range = value_range  # the code scan's range covers every row at once
         for lo in range(0, end, _SNAPSHOT_CHUNK):
             if job.cancelled.is_set():
                 return
@@ -659,6 +915,7 @@ class FaceIndex:
                 if job.cancelled.is_set():
                     return
                 built.append(*pending.popleft())
+        built.stats = source.stats
         row_of = dict(zip(built.row_ids[: built.n_rows].tolist(), range(built.n_rows), strict=True))
         # Replay the writes logged meanwhile: the bulk outside the lock (the new index is still
         # ours alone), the last few under it, then swap.
@@ -673,6 +930,23 @@ class FaceIndex:
                     self._rows, self._row_of = built, row_of
                     return
             _replay(log, built, row_of)
+
+    def export(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the live templates: ids ``(n,)`` int64 and vectors ``(n, dim)`` float32 (as
+        added, bit for bit), in row order, for a snapshot. Copied in chunks, each under the read
+        lock: searches go on, a write waits one chunk at most. Templates added or removed while
+        it runs may or may not be in it (a rebuild's swap meanwhile: the rows as of the start)."""
+        with self._lock.read():
+            rows, end = self._rows, self._rows.n_rows
+        ids, vectors = np.empty(end, np.int64), np.empty((end, self._dim), np.float32)
+        n = 0
+        for lo in range(0, end, _SNAPSHOT_CHUNK):
+            with self._lock.read():  # rows below `end` never change, but an add may move them
+                chunk_ids, chunk_vectors = rows.live_rows(lo, min(end, lo + _SNAPSHOT_CHUNK))
+            ids[n : n + len(chunk_ids)] = chunk_ids
+            vectors[n : n + len(chunk_ids)] = chunk_vectors
+            n += len(chunk_ids)
+        return ids[:n], vectors[:n]
 
 
 #: A rebuild swaps once at most this many logged writes remain to replay under the write lock

@@ -7,9 +7,11 @@ import threading
 import time
 from typing import Any
 
+import faiss
 import numpy as np
 import pytest
 
+from benchmarks.index_scale import synthetic_faces
 from indexer import face_index
 from indexer.face_index import INDEX_KINDS, FaceIndex, IndexKind, IndexPolicy, check_vectors
 from indexer.locks import RWLock
@@ -560,3 +562,324 @@ def test_bad_rebuild_kind_and_policy_type() -> None:
         FaceIndex(DIM).rebuild("ivf")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="policy must be an IndexPolicy"):
         FaceIndex(DIM, {"exact_below": 5})  # type: ignore[arg-type]
+
+
+# -- certified exact search (8-bit code scan + certificate) ----------------------------------
+
+
+def certified(
+    ids: np.ndarray, vectors: np.ndarray, *, candidates: int = 16, **policy: Any
+) -> FaceIndex:
+    """An exact FaceIndex that scans 8-bit codes from 64 rows on (no automatic rebuilds)."""
+    index = FaceIndex(
+        DIM, IndexPolicy(auto=False, certified_from=64, certified_candidates=candidates, **policy)
+    )
+    index.add(ids, vectors)
+    assert index.kind == "flat"
+    return index
+
+
+def float_scan(index: FaceIndex) -> Any:
+    """An ``IndexFlatIP`` holding ``index``'s rows (tombstones too), labelled by row."""
+    ref = faiss.IndexFlatIP(DIM)
+    ref.add(np.ascontiguousarray(index._rows.vectors()))
+    return ref
+
+
+def check_identical(index: FaceIndex, queries: np.ndarray, k: int) -> None:
+    """Each query alone gives the float scan's answer bit for bit: ids, similarities, order."""
+    rows = index._rows
+    ref = float_scan(index)
+    params = None
+    if rows.n_dead:
+        params = faiss.SearchParameters()
+        params.sel = rows._selector
+    for i in range(len(queries)):
+        sims, ids = index.search(queries[i : i + 1], k)
+        ref_sims, ref_rows = ref.search(queries[i : i + 1], k, params=params)
+        found = ref_rows >= 0
+        ref_ids = np.where(found, rows.row_ids[np.maximum(ref_rows, 0)], -1)
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_array_equal(sims[found], ref_sims[found])
+        assert np.isneginf(sims[~found]).all()
+
+
+def check_exact(
+    index: FaceIndex, vectors: dict[int, np.ndarray], queries: np.ndarray, k: int
+) -> None:
+    """Against numpy in float64 (ids, similarities within float32 rounding) and bit for bit
+    against the float scan; and the searches went through the code scan."""
+    before = index.scan_stats.queries
+    check_against_reference(index, vectors, queries, k)  # a batch: ids as brute force's
+    check_identical(index, queries, k)
+    assert index.scan_stats.queries > before
+
+
+def face_like(n: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    data = synthetic_faces(n, n_queries, dim=DIM, seed=seed)
+    return data.base, data.queries
+
+
+@pytest.mark.parametrize("data", ["random", "clustered", "face-like"])
+def test_certified_scan_is_the_float_scan(data: str) -> None:
+    rng = np.random.default_rng(80)
+    if data == "face-like":
+        base, queries = face_like(3000, 40, seed=1)
+    else:
+        make = unit_rows if data == "random" else clustered
+        base = make(rng, 3000)
+        queries = np.concatenate([base[:20], make(rng, 20)])  # stored ones and others
+    ids = rng.choice(10**9, size=len(base), replace=False).astype(np.int64)
+    index = certified(ids, base)
+    assert index._rows.scan is not None and 0 < index.scan_stats.error_bound < 0.05
+    vectors = dict(zip(ids.tolist(), base, strict=True))
+    for k in (1, 5, 10):
+        check_exact(index, vectors, queries, k)
+    stats = index.scan_stats
+    assert stats.fallbacks < stats.queries / 2  # the certificate usually holds
+
+
+def test_code_scores_are_within_the_margin() -> None:
+    """The bound the certificate rests on: |code score - float32 score| <= margin, every row."""
+    rng = np.random.default_rng(81)
+    base = clustered(rng, 500)
+    index = certified(np.arange(500), base)
+    scan = index._rows.scan
+    assert scan is not None
+    queries = np.concatenate([base[:10], unit_rows(rng, 10)])
+    code_scores, rows = scan.index.search(queries, 500)
+    exact = np.take_along_axis(queries @ base.T, rows, axis=1)
+    gap = np.abs(code_scores.astype(np.float64) - exact).max(axis=1)
+    margin = scan.margin(queries)
+    assert (gap <= margin).all()
+    assert (gap > margin / 20).all()  # and the bound is not vacuous
+
+
+def test_certified_scan_with_tombstones_and_k_beyond_the_live_rows() -> None:
+    rng = np.random.default_rng(82)
+    base = clustered(rng, 1500)
+    ids = np.arange(5000, 6500, dtype=np.int64)
+    index = certified(ids, base, max_dead_share=1.0)
+    gone = ids[rng.random(len(ids)) < 0.4]
+    assert index.remove(gone) == len(gone)
+    vectors = {i: v for i, v in zip(ids.tolist(), base, strict=True) if i not in set(gone)}
+    removed = base[np.isin(ids, gone)][:30]  # their nearest rows are tombstones
+    check_exact(index, vectors, np.concatenate([removed, unit_rows(rng, 10)]), 5)
+    # k above the live rows (the float scan then), and just below it (the code scan).
+    live = index.ntotal
+    sims, got = index.search(base[:2], live + 50)
+    assert not np.isin(got, gone).any() and (got[:, :live] >= 0).all()
+    assert (got[:, live:] == -1).all() and np.isneginf(sims[:, live:]).all()
+    check_identical(index, base[:3], live // 16 - 1)
+    # Fewer live rows than candidates: the float scan, without the codes.
+    index.remove(ids[20:])
+    counted = index.scan_stats.queries
+    check_against_reference(index, {i: v for i, v in vectors.items() if i < ids[20]}, base, 5)
+    check_identical(index, base[:5], 5)
+    assert index.scan_stats.queries == counted
+
+
+def test_duplicates_and_ties_are_kept_and_ordered_as_the_float_scan() -> None:
+    rng = np.random.default_rng(83)
+    distinct = unit_rows(rng, 100)
+    base = np.repeat(distinct, 8, axis=0)  # every similarity tied eight times
+    rng.shuffle(base)
+    index = certified(np.arange(len(base)) * 7, base)
+    queries = np.concatenate([distinct[:10], unit_rows(rng, 10)])
+    for k in (1, 3, 8, 12):
+        check_identical(index, queries, k)
+    index.remove(np.arange(0, len(base), 3) * 7)
+    check_identical(index, queries, 5)
+
+
+def test_a_failed_certificate_falls_back_to_the_float_scan() -> None:
+    """Near-duplicates: the top scores differ by far less than the quantisation error."""
+    rng = np.random.default_rng(84)
+    centre = unit_rows(rng, 1)
+    base = centre + 1e-4 * rng.standard_normal((400, DIM)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    base = np.concatenate([base, unit_rows(rng, 400)])
+    index = certified(np.arange(800), base)
+    queries = np.concatenate([centre, base[:5]])
+    before = index.scan_stats
+    # Float32 cannot order these as float64 does: the float scan is the reference, and the
+    # similarities are float64's top 5 within float32 rounding.
+    check_identical(index, queries, 5)
+    sims, got = index.search(queries, 5)
+    assert (got < 400).all()
+    top = np.sort(queries.astype(np.float64) @ base.T.astype(np.float64), axis=1)[:, ::-1][:, :5]
+    np.testing.assert_allclose(sims, top, atol=1e-6)
+    after = index.scan_stats
+    assert after.fallbacks - before.fallbacks == 2 * len(queries)  # every one, both times
+    # Other queries still pass theirs.
+    check_identical(index, unit_rows(rng, 10), 5)
+    assert index.scan_stats.fallbacks - after.fallbacks < 5
+
+
+def test_vectors_outside_the_trained_range_raise_the_bound_and_stay_exact() -> None:
+    rng = np.random.default_rng(85)
+    spread = clustered(rng, 200)  # every coordinate small
+    index = certified(np.arange(200), spread)
+    lo, hi = index._rows.value_range
+    assert lo > -0.9 and hi < 0.9
+    e0 = index.scan_stats.error_bound
+    axes = np.eye(DIM, dtype=np.float32)[:8]  # one coordinate 1.0: far outside the range
+    index.add(np.arange(200, 208), axes)
+    scan = index._rows.scan
+    assert scan is not None
+    vmin, vdiff = faiss.vector_to_array(scan.index.sq.trained)
+    assert vmin < lo and hi < vmin + vdiff < 0.9  # the range, with some headroom
+    every = np.concatenate([spread, axes])
+    errors = np.linalg.norm(scan.index.sa_decode(scan.index.sa_encode(every)) - every, axis=1)
+    assert index.scan_stats.error_bound >= errors.max() > 10 * e0  # the axes, clamped
+    vectors = dict(enumerate(np.concatenate([spread, axes])))
+    check_exact(index, vectors, np.concatenate([axes, spread[:10], unit_rows(rng, 10)]), 5)
+    _, got = index.search(axes, 1)
+    assert got[:, 0].tolist() == list(range(200, 208))
+    # A rebuild trains on every row: the bound covers the axes without clamping them.
+    index.rebuild("flat")
+    assert index.scan_stats.error_bound < index._rows.value_range[1] - index._rows.value_range[0]
+    check_exact(index, vectors, axes, 3)
+
+
+def test_rebuilds_keep_the_certified_scan_and_its_counts() -> None:
+    rng = np.random.default_rng(86)
+    base = clustered(rng, 600)
+    index = certified(np.arange(600), base, max_dead_share=1.0)
+    index.search(base[:4], 5)
+    counted = index.scan_stats.queries
+    assert counted == 4
+    index.remove(np.arange(0, 600, 4))
+    vectors = {i: base[i] for i in range(600) if i % 4}
+    for kind in ("pq", "flat", "hnsw", "flat"):  # through every kind and back
+        index.rebuild(kind)
+    assert index.kind == "flat" and index.tombstones == 0 and index._rows.scan is not None
+    assert index.scan_stats.queries == counted  # counts survive the swaps
+    check_exact(index, vectors, np.concatenate([base[:10], unit_rows(rng, 10)]), 5)
+    # Small again (below certified_from): the plain float scan.
+    index.remove(np.array([i for i in vectors if i >= 40]))
+    index.rebuild("flat")
+    assert index._rows.scan is None and index.scan_stats.error_bound != index.scan_stats.error_bound
+    check_against_reference(index, {i: base[i] for i in range(1, 40) if i % 4}, base[:10], 5)
+
+
+def test_a_growing_flat_index_starts_its_code_scan_at_the_threshold() -> None:
+    rng = np.random.default_rng(87)
+    base = clustered(rng, 300)
+    index = FaceIndex(DIM, IndexPolicy(auto=False, certified_from=100, certified_candidates=8))
+    index.add(np.arange(99), base[:99])
+    assert index._rows.scan is None
+    index.search(base[:3], 2)
+    assert index.scan_stats.queries == 0  # the plain float scan
+    for lo in range(99, 300, 50):  # the 100th row starts it: rows 0-99 encoded, then each add
+        index.add(np.arange(lo, min(300, lo + 50)), base[lo : lo + 50])
+        assert index._rows.scan is not None and index._rows.scan.index.ntotal == index.ntotal
+    check_exact(index, dict(enumerate(base)), base[::10], 4)
+
+
+@pytest.mark.parametrize("dead", [False, True])
+def test_scan_split_over_threads_is_exact(monkeypatch: pytest.MonkeyPatch, dead: bool) -> None:
+    monkeypatch.setattr(face_index, "_SCAN_PART_ROWS", 200)
+    rng = np.random.default_rng(88)
+    base = clustered(rng, 1000)
+    index = certified(np.arange(1000), base, scan_threads=3, max_dead_share=1.0)
+    vectors = dict(enumerate(base))
+    if dead:
+        index.remove(np.arange(0, 1000, 3))
+        vectors = {i: v for i, v in vectors.items() if i % 3}
+    # Three parts, one per thread: each keeps its own best 16, the bound is the largest.
+    rows, bound = index._rows.scan.candidates(  # type: ignore[union-attr]
+        base[:2], 16, 1000, index._rows._selector, 3
+    )
+    assert rows.shape == (2, 48) and np.isfinite(bound).all()
+    assert all(len(set(r.tolist())) == 48 for r in rows)
+    assert not dead or not np.isin(rows, np.arange(0, 1000, 3)).any()
+    check_exact(index, vectors, np.concatenate([base[:10], unit_rows(rng, 10)]), 5)
+    # The first part (rows 0-332) down to 10 live rows: all of them are candidates.
+    index.remove(np.arange(10, 333))
+    vectors = {i: v for i, v in vectors.items() if i < 10 or i >= 333}
+    rows, bound = index._rows.scan.candidates(  # type: ignore[union-attr]
+        base[:2], 16, 1000, index._rows._selector, 3
+    )
+    assert ((rows[:, :16] >= 0).sum(axis=1) == (6 if dead else 10)).all()
+    assert np.isfinite(bound).all()
+    check_exact(index, vectors, np.concatenate([base[:10], unit_rows(rng, 10)]), 5)
+    # Every part short of 16 live rows: every live row is a candidate, nothing to bound.
+    index.remove(np.arange(333, 1000))
+    rows, bound = index._rows.scan.candidates(  # type: ignore[union-attr]
+        base[:2], 16, 1000, index._rows._selector, 3
+    )
+    assert np.isneginf(bound).all() and ((rows >= 0).sum(axis=1) == (6 if dead else 10)).all()
+
+
+def test_certified_searches_under_concurrent_writes_and_rebuilds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(face_index, "_SCAN_PART_ROWS", 100)
+    policy = IndexPolicy(
+        exact_below=10**6,
+        certified_from=64,
+        certified_candidates=16,
+        scan_threads=2,
+        max_dead_share=0.2,
+    )
+    index = FaceIndex(DIM, policy)
+    expected: dict[int, np.ndarray] = {}
+    guard = threading.Lock()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(offset: int) -> None:
+        rng = np.random.default_rng(offset)
+        try:
+            for i in range(40):
+                ids = np.arange(offset + 10 * i, offset + 10 * i + 10)
+                vectors = clustered(rng, 10)
+                index.add(ids, vectors)
+                with guard:
+                    expected.update(zip(ids.tolist(), vectors, strict=True))
+                if i % 3 == 2:
+                    index.remove(ids[:4])
+                    with guard:
+                        for g in ids[:4].tolist():
+                            del expected[g]
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            while not stop.is_set():
+                sims, ids = index.search(unit_rows(rng, 3), 5)
+                assert ((ids >= 0) | np.isneginf(sims)).all()
+                assert (np.diff(np.where(ids >= 0, sims, -2.0), axis=1) <= 0).all()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(2)]
+    writers = [threading.Thread(target=writer, args=(o,)) for o in (0, 100_000)]
+    for t in threads + writers:
+        t.start()
+    for t in writers:
+        t.join(60)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert index.wait_rebuild(30)
+    assert not errors, errors[:3]
+    assert index.kind == "flat" and index._rows.scan is not None
+    assert index.scan_stats.queries > 0
+    check_exact(index, expected, unit_rows(np.random.default_rng(89), 10), 5)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"certified_from": 0}, "certified_from must be a positive integer"),
+        ({"certified_candidates": 2.5}, "certified_candidates must be a positive integer"),
+        ({"scan_threads": 0}, "scan_threads must be a positive integer"),
+    ],
+)
+def test_bad_certified_policy(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        IndexPolicy(**fields)
