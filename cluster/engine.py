@@ -267,7 +267,9 @@ class Engine:
         analyzer = build_face_analyzer(config)
         plate_reader = build_plate_reader_from(config) if config.plates.enabled else None
         keys = KeyRing.from_config(config.privacy)  # seals what is stored (indexer.crypto)
-        registry = FaceRegistry(config.data_dir, analyzer.embedder.dim, keys=keys)
+        registry = FaceRegistry(
+            config.data_dir, analyzer.embedder.dim, keys=keys, snapshots=config.index
+        )
         return cls(config, analyzer, registry, plate_reader)
 
     # -- capture ---------------------------------------------------------------------------

@@ -17,28 +17,42 @@ Consistency and locking:
 * A readers-writer lock separates the in-memory step from readers: ``identify`` and ``search``
   share it, so they never see a template whose owner is not yet (or no longer) known, while a
   writer's SQLite work does not hold them up. ``get`` and ``list_persons`` read SQLite.
+
+Snapshots (``indexer.snapshot``, settings ``IndexConfig``): opening restores each community
+from its sealed snapshot plus the templates the store holds beyond it (only those are
+unsealed; ``restore_report`` says how each came back), which equals the full restore exactly.
+A community's snapshot is rewritten in the background once ``snapshot_every_changes``
+templates changed or its oldest change is ``snapshot_interval_s`` old (a background thread;
+searches go on, writers wait one chunk copy at most), and on a clean ``close``. ``remove``
+deletes the community's snapshot before it returns (a snapshot being written meanwhile is
+discarded), so no snapshot outlives an erasure; the next one is written without the person.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 
 import native
+from indexer import snapshot
 from indexer.crypto import KeyRing
 from indexer.face_index import FaceIndex, IndexKind, IndexPolicy, check_vectors
 from indexer.locks import RWLock
 from indexer.store import Store
 from indexer.types import ROLES, Identification, Person, Role
 from smartgate.checks import check_text
+from smartgate.config import IndexConfig
 from smartgate.errors import ConflictError, InvalidInputError, ModelError, NotFoundError
+
+log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH: Final = 128
 MAX_NAME_LENGTH: Final = 256
@@ -86,6 +100,52 @@ class _Community:
     persons: dict[int, Person] = field(default_factory=dict)
 
 
+RestoreSource = Literal["snapshot", "store", "new"]
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """How a community's templates came back when the registry opened: ``"snapshot"`` (its
+    snapshot, plus ``from_store`` templates unsealed from the store, ``dropped`` snapshot rows
+    the store no longer holds), ``"store"`` (every template unsealed from the store) or
+    ``"new"`` (created since)."""
+
+    source: RestoreSource
+    templates: int = 0
+    from_snapshot: int = 0
+    from_store: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, int | float | str]:
+        return {
+            "restored_from": self.source,
+            "restored_templates": self.templates,
+            "restored_from_snapshot": self.from_snapshot,
+            "restored_from_store": self.from_store,
+            "restored_dropped": self.dropped,
+            "restore_s": round(self.seconds, 4),
+        }
+
+
+@dataclass
+class _Unsaved:
+    """A community's changes since its snapshot (guarded by ``FaceRegistry._snap_cond``)."""
+
+    changes: int = 0  # templates added or removed since the snapshot
+    since: float | None = None  # monotonic time of the oldest of them
+    erasures: int = 0  # removals so far: a snapshot exported before one is not published
+    not_before: float = 0.0  # retry time after a deferred or failed write
+
+
+#: A restore adds its runs of snapshot rows and stored rows to the index one by one (no copy
+#: of the vectors) up to this many runs, else joined into one array first.
+_MAX_RESTORE_BLOCKS: Final = 64
+#: A snapshot is not written while the community's index rebuilds (both copy every vector):
+#: retried after this many seconds.
+_SNAPSHOT_RETRY_S: Final = 1.0
+
+
 class FaceRegistry:
     """Persons and face templates of every community, persisted under ``data_dir``.
 
@@ -102,6 +162,7 @@ class FaceRegistry:
         *,
         policy: IndexPolicy | None = None,
         keys: KeyRing | None = None,
+        snapshots: IndexConfig | None = None,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
@@ -109,15 +170,28 @@ class FaceRegistry:
             raise InvalidInputError(f"policy must be an IndexPolicy, got {type(policy).__name__}")
         self.dim = dim
         self.policy = policy
+        self.snapshots = IndexConfig() if snapshots is None else snapshots
         self._store = Store(data_dir, keys)
         self._write_mutex = threading.Lock()
         self._rw = RWLock()
         self._communities: dict[str, _Community] = {}
+        self._reports: dict[str, RestoreReport] = {}
+        self._snap_cond = threading.Condition()  # guards _unsaved and _closing
+        self._snap_write = threading.Lock()  # one snapshot written at a time
+        self._unsaved: dict[str, _Unsaved] = {}
+        self._closing = False
+        self._snap_thread: threading.Thread | None = None
         try:
             self._restore()
         except BaseException:
             self._store.close()
             raise
+        cfg = self.snapshots
+        if cfg.snapshots and (cfg.snapshot_every_changes or cfg.snapshot_interval_s):
+            self._snap_thread = threading.Thread(
+                target=self._snapshot_loop, name="face-snapshots", daemon=True
+            )
+            self._snap_thread.start()
 
     def _restore(self) -> None:
         stale = {d: n for d, n in self._store.template_dims().items() if d != self.dim}
@@ -129,13 +203,83 @@ class FaceRegistry:
                 "The face model changed: re-enrol every person with the new model (or configure "
                 "the model they were enrolled with)."
             )
+        if self.snapshots.snapshots:
+            snapshot.remove_temporaries(self._store.data_dir)
         for community in self._store.communities():
-            stored = self._store.face_templates(community, self.dim)
+            started = time.monotonic()
+            persons, ids, keys, blocks, report = self._load(community)
             state = _Community(self._new_index())
-            state.index.add(stored.template_ids, stored.embeddings)
-            state.owners = _TemplateOwners(stored.template_ids, stored.person_keys)
-            state.persons = {p.key: p for p in stored.persons}
+            if len(blocks) > _MAX_RESTORE_BLOCKS:  # one add, as a full restore does
+                blocks = [np.concatenate(blocks)]
+            done = 0
+            for block in blocks:  # views of the snapshot (no copy) and of the store's rows
+                state.index.add(ids[done : done + len(block)], block)
+                done += len(block)
+            state.owners = _TemplateOwners(ids, keys)
+            state.persons = {p.key: p for p in persons}
             self._communities[community] = state
+            seconds = time.monotonic() - started
+            self._reports[community] = RestoreReport(
+                report.source,
+                len(ids),
+                report.from_snapshot,
+                report.from_store,
+                report.dropped,
+                seconds,
+            )
+            unsaved = report.from_store + report.dropped
+            if unsaved:
+                self._unsaved[community] = _Unsaved(unsaved, started)
+            log.info(
+                "community %r: %d templates restored from the %s in %.2f s (%d from the "
+                "snapshot, %d unsealed from the store, %d dropped)",
+                community,
+                len(ids),
+                report.source,
+                seconds,
+                report.from_snapshot,
+                report.from_store,
+                report.dropped,
+            )
+
+    def _load(
+        self, community: str
+    ) -> tuple[list[Person], np.ndarray, np.ndarray, list[np.ndarray], RestoreReport]:
+        """A community's persons, template ids ``(n,)`` ascending, owners ``(n,)`` and vectors
+        as blocks ``(n_i, dim)`` that stack to ``(n, dim)`` in id order: from its snapshot
+        plus the store's changes since, else from the store."""
+        path = snapshot.snapshot_path(self._store.data_dir, community)
+        found = None
+        if self.snapshots.snapshots:
+            found = snapshot.read_snapshot(path, self._store.keys, community, self.dim)
+            if found is None:
+                snapshot.delete_snapshot(path)  # unusable: the next one replaces it
+        if found is not None:
+            owners = self._store.face_template_owners(community)
+            plan = snapshot.plan_restore(
+                found.template_ids, found.person_keys, owners.template_ids, owners.person_keys
+            )
+            ids, keys = owners.template_ids, owners.person_keys
+            hits = plan.from_snapshot
+            got_ids, got_keys, got = self._store.face_templates_by_id(
+                community, plan.missing, self.dim
+            )
+            if not (
+                np.array_equal(got_ids, plan.missing) and np.array_equal(got_keys, keys[~hits])
+            ):
+                raise RuntimeError(f"{self._store.path} changed while it was restored")
+            blocks = _blocks(hits, plan.snapshot_rows, found.vectors, got)
+            report = RestoreReport(
+                "snapshot",
+                from_snapshot=int(plan.from_snapshot.sum()),
+                from_store=len(plan.missing),
+                dropped=plan.dropped,
+            )
+            return owners.persons, ids, keys, blocks, report
+        stored = self._store.face_templates(community, self.dim)
+        n = len(stored.template_ids)
+        report = RestoreReport("store", from_store=n)
+        return stored.persons, stored.template_ids, stored.person_keys, [stored.embeddings], report
 
     @property
     def store(self) -> Store:
@@ -147,12 +291,163 @@ class FaceRegistry:
         return FaceIndex(self.dim, self.policy)
 
     def close(self) -> None:
-        """Close the database (abandoning running index rebuilds); unusable afterwards."""
+        """Close the database (abandoning running index rebuilds), writing the snapshot of
+        every community changed since its last one first; unusable afterwards."""
+        with self._snap_cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._snap_cond.notify_all()
+        if self._snap_thread is not None:
+            self._snap_thread.join()
         with self._rw.read():
             indexes = [state.index for state in self._communities.values()]
         for index in indexes:
             index.stop_rebuild()
-        self._store.close()
+        try:
+            if self.snapshots.snapshots:
+                with self._snap_cond:
+                    changed = [c for c, u in self._unsaved.items() if u.changes]
+                for community in changed:
+                    self._write_snapshot(community, wait_rebuild=False)
+        finally:
+            self._store.close()
+
+    def restore_report(self, community: str) -> RestoreReport:
+        """How ``community``'s templates came back when the registry opened."""
+        community = _check_id(community, "community id")
+        with self._rw.read():
+            self._state(community)
+            return self._reports.get(community, RestoreReport("new"))
+
+    def snapshot_path(self, community: str) -> Path:
+        """Where ``community``'s snapshot is (or would be) written."""
+        return snapshot.snapshot_path(self._store.data_dir, community)
+
+    def write_snapshot(self, community: str) -> bool:
+        """Write ``community``'s snapshot now (whether it was written: not when a removal
+        raced it, which leaves it due again)."""
+        community = _check_id(community, "community id")
+        with self._rw.read():
+            self._state(community)
+        return self._write_snapshot(community, wait_rebuild=False)
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def _note_changes(self, community: str, changes: int, *, erased: bool = False) -> None:
+        """Count ``changes`` towards ``community``'s next snapshot. ``erased``: a person was
+        removed: their templates must not outlive this call in a snapshot, so the snapshot is
+        deleted (and one being written is not published)."""
+        with self._snap_cond:
+            unsaved = self._unsaved.setdefault(community, _Unsaved())
+            if erased:
+                unsaved.erasures += 1
+                try:
+                    snapshot.delete_snapshot(self.snapshot_path(community))
+                except OSError as exc:  # committed already: the next snapshot replaces it
+                    log.error(
+                        "community %r: snapshot not deleted after a removal: %r", community, exc
+                    )
+                    unsaved.changes, unsaved.since = max(1, unsaved.changes), time.monotonic()
+            if changes:
+                unsaved.changes += changes
+                if unsaved.since is None:
+                    unsaved.since = time.monotonic()
+                self._snap_cond.notify_all()
+
+    def _due(self, now: float) -> tuple[list[str], float | None]:
+        """Communities whose snapshot is due, and how long until the next one may be (under
+        ``_snap_cond``)."""
+        every = self.snapshots.snapshot_every_changes
+        interval = self.snapshots.snapshot_interval_s
+        due, wait = [], None
+        for community, unsaved in self._unsaved.items():
+            if not unsaved.changes or unsaved.since is None:
+                continue
+            at = unsaved.since + interval if interval else float("inf")
+            if every and unsaved.changes >= every:
+                at = min(at, now)
+            at = max(at, unsaved.not_before)
+            if at <= now:
+                due.append(community)
+            elif at != float("inf"):
+                wait = at - now if wait is None else min(wait, at - now)
+        return due, wait
+
+    def _snapshot_loop(self) -> None:
+        while True:
+            with self._snap_cond:
+                while True:
+                    if self._closing:
+                        return
+                    due, wait = self._due(time.monotonic())
+                    if due:
+                        break
+                    self._snap_cond.wait(wait)
+            for community in due:
+                with self._snap_cond:
+                    if self._closing:
+                        return
+                self._write_snapshot(community, wait_rebuild=True)
+
+    def _write_snapshot(self, community: str, *, wait_rebuild: bool) -> bool:
+        """Export ``community``'s live templates and seal them into its snapshot; on failure
+        (logged) or a removal meanwhile, the changes stay counted."""
+        with self._snap_write:
+            with self._rw.read():
+                state = self._communities.get(community)
+            if state is None:
+                return False
+            if wait_rebuild and state.index.rebuilding:
+                self._defer(community, 0)
+                return False
+            with self._snap_cond:
+                unsaved = self._unsaved.setdefault(community, _Unsaved())
+                taken, erasures = unsaved.changes, unsaved.erasures
+                unsaved.changes, unsaved.since = 0, None
+            tmp: Path | None = None
+            try:
+                ids, vectors = state.index.export()
+                with self._rw.read():
+                    keys = state.owners.lookup(ids)
+                known = keys >= 0  # removed since the export
+                ids, keys, vectors = ids[known], keys[known], vectors[known]
+                if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+                    order = np.argsort(ids)
+                    ids, keys, vectors = ids[order], keys[order], vectors[order]
+                path = self.snapshot_path(community)
+                if len(ids):
+                    tmp = snapshot.write_temp(path, self._store.keys, community, ids, keys, vectors)
+                with self._snap_cond:
+                    if self._unsaved[community].erasures != erasures:
+                        self._defer(community, taken, locked=True)
+                        return False
+                    if tmp is not None:
+                        snapshot.publish(tmp, path)
+                        tmp = None
+                    else:
+                        snapshot.delete_snapshot(path)
+                log.info("community %r: snapshot of %d templates written", community, len(ids))
+                return True
+            except Exception as exc:  # disk full, I/O error: the store still has it all
+                log.warning("community %r: snapshot not written: %r", community, exc)
+                self._defer(community, taken)
+                return False
+            finally:
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
+
+    def _defer(self, community: str, changes: int, *, locked: bool = False) -> None:
+        """Count ``changes`` as unsaved again and retry the snapshot in a moment."""
+        if not locked:
+            with self._snap_cond:
+                self._defer(community, changes, locked=True)
+            return
+        unsaved = self._unsaved.setdefault(community, _Unsaved())
+        unsaved.changes += changes
+        if unsaved.changes and unsaved.since is None:
+            unsaved.since = time.monotonic()
+        unsaved.not_before = time.monotonic() + _SNAPSHOT_RETRY_S
 
     def __enter__(self) -> FaceRegistry:
         return self
@@ -239,6 +534,7 @@ class FaceRegistry:
                 state.index.add(done.template_ids, vectors)
                 state.owners.add(done.template_ids, done.person.key)
                 state.persons[done.person.key] = done.person
+            self._note_changes(community, len(done.template_ids) + len(done.replaced_template_ids))
         return done.person
 
     def lookalikes(
@@ -294,6 +590,7 @@ class FaceRegistry:
                 state.index.remove(ids)
                 state.owners.remove(ids)
                 state.persons.pop(key, None)
+            self._note_changes(community, len(ids), erased=True)
         return len(ids)
 
     # -- reads ----------------------------------------------------------------------------
@@ -430,6 +727,30 @@ class FaceRegistry:
         if state is None:
             raise NotFoundError(f"community {community!r} does not exist")
         return state
+
+
+def _blocks(
+    hits: np.ndarray, snapshot_rows: np.ndarray, snapshot_vectors: np.ndarray, got: np.ndarray
+) -> list[np.ndarray]:
+    """The restored vectors in id order as views: runs of consecutive snapshot rows
+    (``hits`` ``(n,)`` true, ``snapshot_rows`` ``(n,)`` their rows in ``snapshot_vectors``) and
+    runs of rows unsealed from the store (``got`` ``(n - hits.sum(), dim)``, in order)."""
+    n = len(hits)
+    if n == 0:
+        return []
+    follows = snapshot_rows[1:] == snapshot_rows[:-1] + 1
+    breaks = (hits[1:] != hits[:-1]) | (hits[1:] & ~follows)
+    starts = [0, *(np.flatnonzero(breaks) + 1).tolist()]
+    misses_before = np.cumsum(~hits) - ~hits  # rows of `got` before each position
+    out = []
+    for a, b in zip(starts, [*starts[1:], n], strict=True):
+        if hits[a]:
+            row = int(snapshot_rows[a])
+            out.append(snapshot_vectors[row : row + b - a])
+        else:
+            row = int(misses_before[a])
+            out.append(got[row : row + b - a])
+    return out
 
 
 def _check_id(value: object, what: str) -> str:

@@ -122,6 +122,29 @@ class MatchConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """The ``index`` section: snapshots of the face indexes (``indexer.snapshot``).
+
+    * ``snapshots``: restore each community from its sealed snapshot plus the templates
+      changed since (else every template is unsealed from ``registry.db``), and write them;
+    * ``snapshot_every_changes``: write a community's snapshot in the background once this
+      many templates were added or removed since the last one (0: not by count);
+    * ``snapshot_interval_s``: ... or once its oldest unsaved change is this old (0: not by
+      time). A clean close writes every changed community's snapshot either way.
+    """
+
+    snapshots: bool = True
+    snapshot_every_changes: int = 1000
+    snapshot_interval_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.snapshot_every_changes < 0 or self.snapshot_interval_s < 0:
+            raise ConfigError(
+                "index.snapshot_every_changes and index.snapshot_interval_s must be >= 0"
+            )
+
+
+@dataclass(frozen=True)
 class PlatesConfig:
     enabled: bool = True
     detector: str = "plate-det"
@@ -293,7 +316,8 @@ class ClusterConfig:
       which the pool grows, below which (for ``scale_down_after_s``) it shrinks;
     * ``worker_cpus`` / ``index_cpus``: Ray CPUs each recognizer worker / index actor reserves;
     * ``call_timeout_s``: a worker call slower than this fails (the frame is retried once);
-    * ``index_wait_s``: how long a search waits for a restarting index actor (then UNAVAILABLE);
+    * ``index_wait_s``: how long a search, or a write that lost its index actor mid-call (then
+      retried, idempotently), waits for the restarting actor (then UNAVAILABLE);
     * ``num_cpus``, ``object_store_mb``: resources of a ``local`` Ray instance (0: Ray decides).
     """
 
@@ -380,6 +404,7 @@ class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     plates: PlatesConfig = field(default_factory=PlatesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     events: EventsConfig = field(default_factory=EventsConfig)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cluster.audit.log import read_records, verify
 from cluster.events.store import EventStore
-from indexer import strangers
+from indexer import snapshot, strangers
 from indexer.crypto import KeyRing, key_id, new_key, write_key_file
 from indexer.store import Store, data_dir_lock
 from smartgate.config import Config, PrivacyConfig
@@ -39,6 +39,7 @@ class RotationReport:
     thumbnails: int
     current: str
     retired: tuple[str, ...]
+    snapshots: int = 0  # face snapshots deleted (a cache: rewritten under the new key)
 
 
 def rotate_keys(data_dir: Path, privacy: PrivacyConfig) -> RotationReport:
@@ -57,6 +58,9 @@ def rotate_keys(data_dir: Path, privacy: PrivacyConfig) -> RotationReport:
             templates = store.reseal(ring)
         finally:
             store.close()
+        # Face snapshots (indexer.snapshot) are a cache of the templates: deleted rather than
+        # re-sealed; the next clean close writes them under the new key.
+        dropped = snapshot.delete_snapshots(data_dir)
         moved = int(strangers.reseal_saved(data_dir / STRANGERS_DIR, ring))
         events = EventStore(data_dir, keys=ring)
         try:
@@ -66,7 +70,7 @@ def rotate_keys(data_dir: Path, privacy: PrivacyConfig) -> RotationReport:
         if from_file:
             write_key_file(privacy.key_file, ring.keys[:1])
         retired = tuple(key_id(k).hex() for k in ring.keys[1:])
-        return RotationReport(templates, moved, thumbnails, ring.current_id.hex(), retired)
+        return RotationReport(templates, moved, thumbnails, ring.current_id.hex(), retired, dropped)
     finally:
         os.close(lock)
 
@@ -98,7 +102,8 @@ def cmd_keys_rotate(config: Config) -> int:
     report = rotate_keys(config.data_dir, config.privacy)
     print(
         f"re-encrypted {report.templates} templates, {report.strangers} stranger files, "
-        f"{report.thumbnails} thumbnails with key {report.current}"
+        f"{report.thumbnails} thumbnails with key {report.current}; deleted "
+        f"{report.snapshots} face snapshots (rewritten at the next close)"
     )
     if config.privacy.key and report.retired:
         print(

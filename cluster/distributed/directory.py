@@ -3,9 +3,38 @@ nodes (``SPREAD``), restarted by Ray wherever it can run when it or its node die
 (``max_restarts=-1``), and found by name by every frontend of the cluster.
 
 Reads (matching a frame, searching, listing) that find the actor restarting wait for it up to
-``cluster.index_wait_s``, then fail with ``UnavailableError``. Writes (enrol, remove, vehicles)
-are not retried: a write whose actor died mid-call may or may not have committed, so the caller
-hears UNAVAILABLE and may retry (``replace`` makes an enrolment idempotent).
+``cluster.index_wait_s``, then fail with ``UnavailableError``.
+
+Writes (enrol, remove, add or remove a vehicle, create a community) are exactly-once from the
+caller's view. A write whose actor is lost mid-call (``calls.LOST``) may or may not have
+committed; the frontend waits for the actor to come back (Ray restarts it from its store, up to
+``cluster.index_wait_s`` after the loss) and sends the same write again marked ``retry``. The
+actor makes a retried write idempotent by the state it finds (``CommunityIndex`` methods and
+``cluster.distributed.idempotent``):
+
+* enrol: the person already there with bit-equal templates (float32, as the registry checked
+  them) and the same name, role and expiry is the success the lost attempt committed; anything
+  else is ``AlreadyExistsError`` as usual. ``replace=True`` is idempotent by itself;
+* add a vehicle: the plate already registered with the same role, owner and expiry: success;
+* remove a person or a vehicle already gone: success. The actor cannot know what the lost
+  attempt removed, so the frontend reads it first (the person's template count, the vehicle)
+  and answers with that, as the lost attempt would have; a person or plate that was not there
+  before the call is ``NotFoundError`` as ever;
+* create a community: success when its store exists once the actor is back.
+
+Why judge by state rather than by a request id recorded with the change: the change's SQLite
+transaction belongs to ``indexer.registry`` / ``indexer.store`` (used alike by the embedded
+engine), so a request-id row in that same transaction would thread a cluster-only concern
+through them, and a row written in a transaction of its own would reopen the window it closes.
+The state check needs no schema and no pruning, and it is sound: a retry succeeds only where
+the store already holds exactly what the write asked for (or lacks what it removes). Its one
+blind spot is who made that state: a retry cannot tell its own lost attempt from another
+caller who made the same change in between, and answers success to both, which is the state
+the caller asked for (a request id would answer ``AlreadyExistsError`` to the second).
+
+If the actor is not back within the budget (or the retry itself does not answer in time: a
+retry sent at the budget's end still gets ``RETRY_CALL_MIN_S``), the write fails with
+``UnavailableError``: the change may or may not have been applied.
 """
 
 from __future__ import annotations
@@ -14,7 +43,9 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +53,26 @@ import ray
 
 from cluster.distributed import calls
 from cluster.distributed.index import CommunityIndex, has_store, stored_communities
-from smartgate.config import ClusterConfig, PrivacyConfig
+from smartgate.config import ClusterConfig, IndexConfig, PrivacyConfig
 from smartgate.errors import NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE_S = 0.1
+#: The least time a retried write is given to answer once sent, even at the budget's end.
+RETRY_CALL_MIN_S = 2.0
+
+
+@dataclass
+class WriteStats:
+    """Counters of the writes (tests, logs): ``in_flight`` being waited for now, ``lost``
+    (calls whose actor was lost mid-call), ``retried`` (retries sent), ``failed`` (writes that
+    gave up: UNAVAILABLE)."""
+
+    in_flight: int = 0
+    lost: int = 0
+    retried: int = 0
+    failed: int = 0
 
 
 def namespace_for(config: ClusterConfig, data_dir: Path) -> str:
@@ -45,10 +90,16 @@ class IndexDirectory:
     """Finds (or starts) the index actor of a community and calls it; see the module docstring."""
 
     def __init__(
-        self, config: ClusterConfig, data_dir: Path, dim: int, privacy: PrivacyConfig
+        self,
+        config: ClusterConfig,
+        data_dir: Path,
+        dim: int,
+        privacy: PrivacyConfig,
+        index: IndexConfig | None = None,
     ) -> None:
         self.config = config
         self.privacy = privacy
+        self.index = IndexConfig() if index is None else index  # the actors' snapshots
         self.data_dir = Path(data_dir)
         self.dim = dim
         self.namespace = namespace_for(config, data_dir)
@@ -56,6 +107,7 @@ class IndexDirectory:
         self._handles: dict[str, Any] = {}
         self._known: set[str] = set()
         self._lock = threading.Lock()
+        self.stats = WriteStats()
 
     # -- communities -----------------------------------------------------------------------
 
@@ -75,8 +127,9 @@ class IndexDirectory:
         if not community or not self.exists(community):
             raise NotFoundError(f"community '{community}' does not exist")
 
-    def handle(self, community: str, create: bool = False) -> Any:
-        """The community's actor handle, starting the actor if no frontend has yet."""
+    def handle(self, community: str, create: bool = False, timeout: float | None = None) -> Any:
+        """The community's actor handle, starting the actor if no frontend has yet (waiting
+        ``timeout`` seconds, default ``index_wait_s``, for it to answer)."""
         with self._lock:
             found = self._handles.get(community)
         if found is not None:
@@ -92,9 +145,10 @@ class IndexDirectory:
             max_task_retries=0,
             num_cpus=self.config.index_cpus,
             scheduling_strategy="SPREAD",
-        ).remote(self.data_dir, community, self.dim, self.privacy, create)
+        ).remote(self.data_dir, community, self.dim, self.privacy, create, self.index)
         # The constructor's errors (NotFoundError, a bad store) surface here, not later.
-        calls.get(actor.info.remote(), self.config.index_wait_s)  # type: ignore[attr-defined]
+        wait = self.config.index_wait_s if timeout is None else timeout
+        calls.get(actor.info.remote(), wait)  # type: ignore[attr-defined]
         with self._lock:
             self._handles[community] = actor
         self._known.add(community)
@@ -131,17 +185,71 @@ class IndexDirectory:
                 time.sleep(RETRY_PAUSE_S)
 
     def write(self, community: str, method: str, *args: Any, create: bool = False) -> Any:
-        """Call a changing method once; a lost actor is ``UnavailableError`` (see above)."""
+        """Call a changing method of the actor (which takes a ``retry`` keyword); a lost actor
+        is waited for and the call retried, up to ``index_wait_s`` (see the module)."""
+
+        def send(handle: Any, retry: bool) -> Any:
+            return getattr(handle, method).remote(*args, retry=retry)
+
+        return self._changing(community, send, create)
+
+    def create(self, community: str) -> None:
+        """Start the actor of a new ``community`` (which creates its store), waiting for a lost
+        actor as ``write`` does: once it answers, the community exists."""
+        self._changing(community, lambda handle, retry: handle.info.remote(), True)
+
+    def _changing(self, community: str, send: Callable[[Any, bool], Any], create: bool) -> Any:
+        """``send(handle, retry)`` until it answers: the first time with ``retry`` false; after
+        a lost actor, again with ``retry`` true until ``index_wait_s`` after the first loss."""
+        deadline: float | None = None
+        while True:
+            timeout = self.config.index_wait_s
+            if deadline is not None:
+                timeout = max(RETRY_CALL_MIN_S, deadline - time.monotonic())
+            try:
+                handle = self.handle(community, create=create, timeout=timeout)
+                return self._await(partial(send, handle, deadline is not None), timeout)
+            except calls.LOST as exc:
+                if isinstance(exc, ray.exceptions.ActorDiedError):
+                    self.forget(community)
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.config.index_wait_s
+                    self._count("lost")
+                if now >= deadline:
+                    raise self._gave_up(community) from exc
+                log.info(
+                    "index actor of %s lost during a change (%s); retrying",
+                    community,
+                    type(exc).__name__,
+                )
+            except UnavailableError as exc:  # a retry that did not answer in time
+                if deadline is None:
+                    raise
+                raise self._gave_up(community) from exc
+            self._count("retried")
+            time.sleep(RETRY_PAUSE_S)
+
+    def _await(self, sending: Callable[[], Any], timeout: float) -> Any:
+        """Send a change and ``calls.get`` its answer, counted in ``stats.in_flight`` from
+        before it is sent until its answer (or error) is back."""
+        self._count("in_flight")
         try:
-            handle = self.handle(community, create=create)
-            return calls.get(getattr(handle, method).remote(*args), self.config.index_wait_s)
-        except calls.LOST as exc:
-            if isinstance(exc, ray.exceptions.ActorDiedError):
-                self.forget(community)
-            raise UnavailableError(
-                f"the index of community '{community}' was lost during the change; it is "
-                "restarting: retry (the change may or may not have been applied)"
-            ) from exc
+            return calls.get(sending(), timeout)
+        finally:
+            self._count("in_flight", -1)
+
+    def _count(self, what: str, by: int = 1) -> None:
+        with self._lock:
+            setattr(self.stats, what, getattr(self.stats, what) + by)
+
+    def _gave_up(self, community: str) -> UnavailableError:
+        self._count("failed")
+        return UnavailableError(
+            f"the index of community '{community}' was lost during the change and did not "
+            f"come back within {self.config.index_wait_s:.0f} s: retry (the change may or may "
+            "not have been applied)"
+        )
 
     def kill(self, community: str, restart: bool = True) -> None:
         """Kill the community's actor (fault tests; ``restart`` lets Ray bring it back)."""

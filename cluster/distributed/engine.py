@@ -39,7 +39,7 @@ from recognizer.faces.analyzer import FaceObservation, StageTimer
 from recognizer.faces.carry import CarryLedger, CarryOffer
 from recognizer.image import DecodeLimits
 from smartgate.config import Config
-from smartgate.errors import AlreadyExistsError, ConfigError, InvalidInputError
+from smartgate.errors import AlreadyExistsError, ConfigError, InvalidInputError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class ClusterRegistry:
     def create_community(self, community: str) -> None:
         if self.directory.exists(community):
             raise AlreadyExistsError(f"community '{community}' already exists")
-        self.directory.handle(community, create=True)
+        self.directory.create(community)
 
     def has_community(self, community: str) -> bool:
         return self.directory.exists(community)
@@ -73,8 +73,11 @@ class ClusterRegistry:
         return result
 
     def remove(self, community: str, person_id: str) -> int:
-        result: int = self.directory.write(community, "remove", person_id)
-        return result
+        """Remove a person; how many templates went. Their count is read first: a write
+        retried after a lost actor that finds them gone answers with it (``directory``)."""
+        held = len(self.person_embeddings(community, person_id))  # NotFoundError: not there
+        result: int | None = self.directory.write(community, "remove", person_id)
+        return held if result is None else result
 
     def list_persons(
         self, community: str, role: Role | None = None, limit: int = 100, after: str | None = None
@@ -105,8 +108,17 @@ class ClusterVehicles:
         return result
 
     def remove(self, community: str, plate: str) -> Vehicle:
-        result: Vehicle = self.directory.write(community, "remove_vehicle", plate)
-        return result
+        """Unregister ``plate``; the vehicle as it was. It is read first: a write retried
+        after a lost actor that finds it gone answers with it (``directory``)."""
+        found: builtins.list[VehicleMatch] = self.directory.read(
+            community, "search_plates", plate, False, 0.0, 1
+        )
+        result: Vehicle | None = self.directory.write(community, "remove_vehicle", plate)
+        if result is not None:
+            return result
+        if not found:  # not registered before the call: what the lost attempt raised
+            raise NotFoundError(f"vehicle {plate!r} is not registered in community {community!r}")
+        return found[0].vehicle
 
     def list(
         self, community: str, role: Role | None = None, limit: int = 100, after: str | None = None
@@ -179,7 +191,7 @@ class ClusterEngine:
             if threshold is None:
                 raise ConfigError("the embedder has no default threshold; set match.threshold")
             directory = IndexDirectory(
-                config.cluster, Path(config.data_dir), info.dim, config.privacy
+                config.cluster, Path(config.data_dir), info.dim, config.privacy, config.index
             )
         except BaseException:
             pool.close()

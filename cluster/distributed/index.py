@@ -2,10 +2,13 @@
 
 Each community has one authoritative store: its own ``registry.db`` (SQLite, WAL) under
 ``<data_dir>/communities/<community>/``, written only by that community's index actor (a named
-actor: one per community in the cluster, whichever frontend asks). The WAL is the append-only
-log of changes and its checkpoints the snapshots; the FAISS index and the plate index are
-rebuilt from the store when the actor (re)starts, so a restarted actor, on any node that sees
-the data directory, recovers exactly what was committed. An enrolment or removal returns only
+actor: one per community in the cluster, whichever frontend asks). The store is the truth; the
+actor's ``FaceRegistry`` writes a sealed snapshot of the face index beside it
+(``face-snapshots/``, ``indexer.snapshot``: after ``index.snapshot_every_changes`` changes or
+``snapshot_interval_s``, and on close), so a restarted actor, on any node that sees the data
+directory, restores the snapshot plus the templates committed since (``info()`` says which:
+``restored_from``) and recovers exactly what was committed; the plate index is rebuilt from the
+store. An enrolment or removal returns only
 after its transaction committed and the actor's in-memory index applied it; every frame of the
 community is matched by this same actor, so read-your-writes holds for every worker and every
 frontend by construction.
@@ -20,11 +23,12 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
+from cluster.distributed.idempotent import same_enrolment, same_vehicle
 from indexer.crypto import KeyRing
 from indexer.registry import FaceRegistry
 from indexer.types import Identification, Person, Role, Vehicle, VehicleMatch
 from indexer.vehicles import VehicleRegistry
-from smartgate.config import PrivacyConfig
+from smartgate.config import IndexConfig, PrivacyConfig
 from smartgate.errors import AlreadyExistsError, NotFoundError
 
 COMMUNITIES_DIR = "communities"
@@ -64,21 +68,26 @@ class CommunityIndex:
         dim: int,
         privacy: PrivacyConfig,
         create: bool = False,
+        index: IndexConfig | None = None,
     ) -> None:
         self.community = community
         path = community_dir(data_dir, community)
         if not create and not (path / STORE_FILE).is_file():
             raise NotFoundError(f"community '{community}' does not exist")
         path.mkdir(parents=True, exist_ok=True)
-        # The templates are sealed with the deployment's data keys (indexer.crypto).
-        self.registry = FaceRegistry(path, dim, keys=KeyRing.from_config(privacy))
+        # The templates are sealed with the deployment's data keys (indexer.crypto); the
+        # index comes back from its snapshot plus the store's changes since (indexer.snapshot).
+        keys = KeyRing.from_config(privacy)
+        self.registry = FaceRegistry(path, dim, keys=keys, snapshots=index)
         self.vehicles = VehicleRegistry(self.registry)
         if not self.registry.has_community(community):
             with contextlib.suppress(AlreadyExistsError):  # one writer per store: never
                 self.registry.create_community(community)
 
-    def info(self) -> dict[str, int | str]:
-        """Readiness probe: pid, node and how many templates the index holds."""
+    def info(self) -> dict[str, int | float | str]:
+        """Readiness probe: pid, node, how many templates the index holds, and how they came
+        back when the actor started (``restored_from``: ``"snapshot"``, ``"store"`` or
+        ``"new"``, with counts: ``indexer.registry.RestoreReport.as_dict``)."""
         import ray
 
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
@@ -86,6 +95,7 @@ class CommunityIndex:
             "pid": os.getpid(),
             "node_id": node,
             "templates": self.registry.indexed_templates(self.community),
+            **self.registry.restore_report(self.community).as_dict(),
         }
 
     # -- frames ---------------------------------------------------------------------------
@@ -119,24 +129,49 @@ class CommunityIndex:
         expires_at: float | None,
         replace: bool,
         lookalike_threshold: float | None,
+        retry: bool = False,
     ) -> Person:
-        return self.registry.enroll(
-            self.community,
-            person_id,
-            embeddings,
-            name=name,
-            role=role,
-            expires_at=expires_at,
-            replace=replace,
-            lookalike_threshold=lookalike_threshold,
-        )
+        """Enrol ``person_id`` with the templates ``embeddings`` ``(n, dim)``.
+
+        ``retry``: the frontend lost this actor during the same call and sends it again; when
+        the person exists already with exactly these templates, name, role and expiry (the
+        lost attempt committed), they are returned as a success instead of
+        ``AlreadyExistsError`` (``cluster.distributed.idempotent``). ``replace`` is idempotent
+        by itself."""
+        try:
+            return self.registry.enroll(
+                self.community,
+                person_id,
+                embeddings,
+                name=name,
+                role=role,
+                expires_at=expires_at,
+                replace=replace,
+                lookalike_threshold=lookalike_threshold,
+            )
+        except AlreadyExistsError:
+            if retry:
+                stored = self.registry.get(self.community, person_id)
+                held = self.registry.person_embeddings(self.community, person_id)
+                dim = self.registry.dim
+                if same_enrolment(stored, held, embeddings, name, role, expires_at, dim):
+                    return stored
+            raise
 
     def person_embeddings(self, person_id: str) -> np.ndarray:
         """The stored templates ``(n, dim)`` of one person (erasure looks for their strangers)."""
         return self.registry.person_embeddings(self.community, person_id)
 
-    def remove(self, person_id: str) -> int:
-        return self.registry.remove(self.community, person_id)
+    def remove(self, person_id: str, retry: bool = False) -> int | None:
+        """Remove a person; how many templates went. ``retry`` (see ``enroll``): a person
+        already gone is a success, ``None`` (the lost attempt removed them; the frontend
+        answers with the count it read before the call)."""
+        try:
+            return self.registry.remove(self.community, person_id)
+        except NotFoundError:
+            if retry:
+                return None
+            raise
 
     def list_persons(self, role: Role | None, limit: int, after: str | None) -> list[Person]:
         return self.registry.list_persons(self.community, role=role, limit=limit, after=after)
@@ -147,14 +182,42 @@ class CommunityIndex:
     # -- vehicles -------------------------------------------------------------------------
 
     def add_vehicle(
-        self, plate: str, role: Role, owner: str, expires_at: float | None, replace: bool
+        self,
+        plate: str,
+        role: Role,
+        owner: str,
+        expires_at: float | None,
+        replace: bool,
+        retry: bool = False,
     ) -> Vehicle:
-        return self.vehicles.add(
-            self.community, plate, role=role, owner=owner, expires_at=expires_at, replace=replace
-        )
+        """Register ``plate``. ``retry`` (see ``enroll``): the plate registered already
+        with exactly this role, owner and expiry is returned as a success."""
+        try:
+            return self.vehicles.add(
+                self.community,
+                plate,
+                role=role,
+                owner=owner,
+                expires_at=expires_at,
+                replace=replace,
+            )
+        except AlreadyExistsError:
+            if retry:
+                stored = self.vehicles.get(self.community, plate)
+                if same_vehicle(stored, role, owner, expires_at):
+                    return stored
+            raise
 
-    def remove_vehicle(self, plate: str) -> Vehicle:
-        return self.vehicles.remove(self.community, plate)
+    def remove_vehicle(self, plate: str, retry: bool = False) -> Vehicle | None:
+        """Unregister ``plate``; the vehicle as it was. ``retry`` (see ``enroll``): a plate
+        already gone is a success, ``None`` (the frontend answers with the vehicle it read
+        before the call)."""
+        try:
+            return self.vehicles.remove(self.community, plate)
+        except NotFoundError:
+            if retry:
+                return None
+            raise
 
     def list_vehicles(self, role: Role | None, limit: int, after: str | None) -> list[Vehicle]:
         return self.vehicles.list(self.community, role=role, limit=limit, after=after)
