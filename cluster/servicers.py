@@ -48,6 +48,7 @@ MAX_TOP_K = 100
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
+_Item = TypeVar("_Item")
 
 
 def _rpc(method: _Method) -> _Method:
@@ -302,13 +303,15 @@ class RegistryServicer(_OnNode, registry_pb2_grpc.RegistryServicer):
     def ListPersons(  # noqa: N802
         self, request: registry_pb2.ListPersonsRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ListPersonsResponse:
-        size = _page_size(request.page_size)
         role = _role(request.role) if request.role else None
-        persons = self.engine.registry.list_persons(
-            request.community, role=role, limit=size + 1, after=request.page_token or None
+        page, token = _page(
+            lambda limit, after: self.engine.registry.list_persons(
+                request.community, role=role, limit=limit, after=after
+            ),
+            request.page_size,
+            request.page_token,
+            lambda person: person.person_id,
         )
-        page = persons[:size]
-        token = page[-1].person_id if len(persons) > size else ""
         return registry_pb2.ListPersonsResponse(
             persons=[convert.person_pb(p) for p in page], next_page_token=token
         )
@@ -340,16 +343,33 @@ class RegistryServicer(_OnNode, registry_pb2_grpc.RegistryServicer):
     def ListVehicles(  # noqa: N802
         self, request: registry_pb2.ListVehiclesRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ListVehiclesResponse:
-        size = _page_size(request.page_size)
         role = _role(request.role) if request.role else None
-        vehicles = self.engine.vehicles.list(
-            request.community, role=role, limit=size + 1, after=request.page_token or None
+        page, token = _page(
+            lambda limit, after: self.engine.vehicles.list(
+                request.community, role=role, limit=limit, after=after
+            ),
+            request.page_size,
+            request.page_token,
+            lambda vehicle: vehicle.plate,
         )
-        page = vehicles[:size]
-        token = page[-1].plate if len(vehicles) > size else ""
         return registry_pb2.ListVehiclesResponse(
             vehicles=[convert.vehicle_pb(v) for v in page], next_page_token=token
         )
+
+
+def _page(
+    fetch: Callable[[int, str | None], list[_Item]],
+    page_size: int,
+    page_token: str,
+    key: Callable[[_Item], str],
+) -> tuple[list[_Item], str]:
+    """One page of a listing by key (``fetch(limit, after)``) and the next page's token ("" on
+    the last page). A full page asks for one more item after it, so ``page_size`` may be the
+    largest limit the registry takes (asking for ``size + 1`` at once could not)."""
+    size = _page_size(page_size)
+    page = fetch(size, page_token or None)
+    more = len(page) == size and bool(fetch(1, key(page[-1])))
+    return page, key(page[-1]) if more else ""
 
 
 def _page_size(requested: int) -> int:

@@ -138,6 +138,17 @@ def test_vehicle_registry_and_plate_search(registry, channel, plates_dir: Path) 
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "expir" in err.value.details()
     listed = registry.ListVehicles(registry_pb2.ListVehiclesRequest(community="v2", page_size=1))
     assert len(listed.vehicles) == 1 and listed.next_page_token
+    last = registry.ListVehicles(
+        registry_pb2.ListVehiclesRequest(
+            community="v2", page_size=1, page_token=listed.next_page_token
+        )
+    )
+    assert len(last.vehicles) == 1 and not last.next_page_token  # a full last page ends it
+    assert last.vehicles[0].plate != listed.vehicles[0].plate
+    largest = registry.ListVehicles(
+        registry_pb2.ListVehiclesRequest(community="v2", page_size=1000)
+    )
+    assert len(largest.vehicles) == 2 and not largest.next_page_token
     search = search_pb2_grpc.SearchStub(channel)
     exact = search.SearchPlate(
         search_pb2.SearchPlateRequest(communities=["v1", "v2"], plate="皖A0N718")
