@@ -16,7 +16,7 @@ import numpy as np
 
 from cluster.decide import Action, Verdict, decide
 from indexer.crypto import KeyRing
-from indexer.face_index import set_search_threads
+from indexer.face_index import IndexPolicy, set_search_threads
 from indexer.registry import FaceRegistry
 from indexer.types import Identification, Person, VehicleMatch
 from indexer.vehicles import VehicleRegistry
@@ -268,7 +268,11 @@ class Engine:
         plate_reader = build_plate_reader_from(config) if config.plates.enabled else None
         keys = KeyRing.from_config(config.privacy)  # seals what is stored (indexer.crypto)
         registry = FaceRegistry(
-            config.data_dir, analyzer.embedder.dim, keys=keys, snapshots=config.index
+            config.data_dir,
+            analyzer.embedder.dim,
+            policy=IndexPolicy.from_config(config.index),
+            keys=keys,
+            snapshots=config.index,
         )
         return cls(config, analyzer, registry, plate_reader)
 

@@ -51,6 +51,7 @@ import faiss
 import numpy as np
 
 from indexer.locks import RWLock
+from smartgate.config import IndexConfig
 from smartgate.errors import AlreadyExistsError, InvalidInputError
 
 _log = logging.getLogger(__name__)
@@ -215,6 +216,11 @@ class IndexPolicy:
             raise InvalidInputError(
                 f"max_dead_share must be in (0, 1], got {self.max_dead_share!r}"
             )
+
+    @classmethod
+    def from_config(cls, index: IndexConfig) -> IndexPolicy:
+        """The default policy with the ``index`` section's settings."""
+        return cls(exact_below=index.exact_below, scan_threads=index.scan_threads)
 
     def kind_for(self, live: int, current: IndexKind | None = None) -> IndexKind:
         """The kind for ``live`` templates, given the ``current`` one (hysteresis)."""

@@ -131,17 +131,26 @@ class IndexConfig:
       many templates were added or removed since the last one (0: not by count);
     * ``snapshot_interval_s``: ... or once its oldest unsaved change is this old (0: not by
       time). A clean close writes every changed community's snapshot either way.
+    * ``exact_below``: a community's faces are searched exactly below this many templates,
+      approximately (PQ fast-scan + exact re-scoring) from it on (``indexer.face_index``);
+    * ``scan_threads``: threads one exact search of a large community splits its scan over
+      (1: the calling thread only; more shortens one search but costs throughput when every
+      core is busy, ``benchmarks/index_scale.py``).
     """
 
     snapshots: bool = True
     snapshot_every_changes: int = 1000
     snapshot_interval_s: float = 300.0
+    exact_below: int = 20_000
+    scan_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.snapshot_every_changes < 0 or self.snapshot_interval_s < 0:
             raise ConfigError(
                 "index.snapshot_every_changes and index.snapshot_interval_s must be >= 0"
             )
+        if self.exact_below < 1 or self.scan_threads < 1:
+            raise ConfigError("index.exact_below and index.scan_threads must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 
 from cluster.distributed.idempotent import same_enrolment, same_vehicle
 from indexer.crypto import KeyRing
+from indexer.face_index import IndexPolicy
 from indexer.registry import FaceRegistry
 from indexer.types import Identification, Person, Role, Vehicle, VehicleMatch
 from indexer.vehicles import VehicleRegistry
@@ -78,7 +79,8 @@ class CommunityIndex:
         # The templates are sealed with the deployment's data keys (indexer.crypto); the
         # index comes back from its snapshot plus the store's changes since (indexer.snapshot).
         keys = KeyRing.from_config(privacy)
-        self.registry = FaceRegistry(path, dim, keys=keys, snapshots=index)
+        policy = IndexPolicy.from_config(index or IndexConfig())
+        self.registry = FaceRegistry(path, dim, policy=policy, keys=keys, snapshots=index)
         self.vehicles = VehicleRegistry(self.registry)
         if not self.registry.has_community(community):
             with contextlib.suppress(AlreadyExistsError):  # one writer per store: never

@@ -883,3 +883,14 @@ def test_certified_searches_under_concurrent_writes_and_rebuilds(
 def test_bad_certified_policy(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         IndexPolicy(**fields)
+
+
+def test_policy_from_the_index_config_section() -> None:
+    from smartgate.config import IndexConfig
+    from smartgate.errors import ConfigError
+
+    policy = IndexPolicy.from_config(IndexConfig(exact_below=50_000, scan_threads=2))
+    assert (policy.exact_below, policy.scan_threads) == (50_000, 2)
+    assert policy.pq_m == face_index.DEFAULT_POLICY.pq_m
+    with pytest.raises(ConfigError, match="scan_threads"):
+        IndexConfig(scan_threads=0)
