@@ -276,6 +276,11 @@ class Engine:
         )
         return cls(config, analyzer, registry, plate_reader)
 
+    def close(self) -> None:
+        """Close the registry (it writes the face snapshots of the communities changed since
+        their last one); the engine is unusable afterwards."""
+        self.registry.close()
+
     # -- capture ---------------------------------------------------------------------------
 
     def process_frame(

@@ -45,6 +45,9 @@ class Node:
     audit: AuditLog | None = None  # cluster.audit (privacy.audit)
     # Called by cluster.erasure.erase_person for every other holder of the face index.
     erasure_hooks: list[ErasureHook] = field(default_factory=list)
+    # Whether ``close`` also closes the engine (its registry writes its face snapshots then):
+    # a node from ``open`` owns its engine; ``around`` leaves it to the caller.
+    owns_engine: bool = False
 
     @property
     def config(self) -> Config:
@@ -52,7 +55,15 @@ class Node:
 
     @classmethod
     def open(cls, config: Config) -> Node:
-        return cls.around(Engine.from_config(config))
+        """A node with its own engine, closed with it."""
+        engine = Engine.from_config(config)
+        try:
+            node = cls.around(engine)
+        except BaseException:
+            engine.close()
+            raise
+        node.owns_engine = True
+        return node
 
     @classmethod
     def around(cls, engine: Engine) -> Node:
@@ -114,8 +125,12 @@ class Node:
         return cls(engine, events, passages, scheduler, metrics, audit)
 
     def close(self) -> None:
-        self.scheduler.close()
-        self.passages.close()
-        self.events.close()
-        if self.audit is not None:
-            self.audit.close()
+        try:
+            self.scheduler.close()
+            self.passages.close()
+            self.events.close()
+            if self.audit is not None:
+                self.audit.close()
+        finally:
+            if self.owns_engine:
+                self.engine.close()

@@ -50,13 +50,8 @@ def connect(config: ClusterConfig) -> bool:
 
 
 class ClusterNode(Node):
-    """A ``Node`` whose engine is a ``ClusterEngine``; ``close`` also stops the worker pool."""
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            cast(ClusterEngine, self.engine).close()
+    """A ``Node`` whose engine is a ``ClusterEngine`` (which it owns: ``close`` also stops the
+    worker pool)."""
 
 
 def open_cluster_node(config: Config) -> ClusterNode:
@@ -69,6 +64,7 @@ def open_cluster_node(config: Config) -> ClusterNode:
     except BaseException:
         engine.close()
         raise
+    node.owns_engine = True
     engine.pool.depth = lambda: node.scheduler.depth
     return cast(ClusterNode, node)
 
