@@ -495,12 +495,18 @@ class _Rows:
         return rows
 
     def _append_codes(self, vectors: np.ndarray) -> None:
-        """Encode the rows just appended; from ``certified_from`` rows on, start the scan."""
+        """Encode the rows just appended; from ``certified_from`` rows on, start the scan,
+        unless the policy is about to rebuild this index as another kind (a large community
+        restored exact, then rebuilt approximate: its codes would be thrown away unused)."""
         if self.scan is not None:
             self.scan.add(vectors)
-        elif self.n_rows >= self.policy.certified_from:
+        elif self.n_rows >= self.policy.certified_from and not self._leaving_exact():
             self.scan = _CodeScan(self.dim, *self.value_range)
             self.scan.add(self.vectors())  # every row, dead ones too: rows keep their numbers
+
+    def _leaving_exact(self) -> bool:
+        live = self.n_rows - self.n_dead
+        return self.policy.auto and self.policy.kind_for(live, "flat") != "flat"
 
     def kill(self, rows: np.ndarray) -> None:
         """Mark ``rows`` (live, distinct) dead."""

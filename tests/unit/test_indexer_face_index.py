@@ -894,3 +894,22 @@ def test_policy_from_the_index_config_section() -> None:
     assert policy.pq_m == face_index.DEFAULT_POLICY.pq_m
     with pytest.raises(ConfigError, match="scan_threads"):
         IndexConfig(scan_threads=0)
+
+
+def test_an_exact_index_about_to_turn_approximate_keeps_no_codes() -> None:
+    # Restoring a large community fills an exact index the policy then rebuilds as PQ: encoding
+    # 8-bit codes for it would be thrown away. With auto off the exact index stays: it scans.
+    rng = np.random.default_rng(7)
+    vectors = unit_rows(rng, 600)
+    ids = np.arange(600, dtype=np.int64)
+    leaving = FaceIndex(DIM, IndexPolicy(exact_below=400, certified_from=64, auto=False))
+    leaving.add(ids, vectors)
+    assert leaving.kind == "flat" and leaving.scan_stats.error_bound > 0  # auto off: scans
+    auto = FaceIndex(DIM, IndexPolicy(exact_below=400, certified_from=64))
+    auto.add(ids, vectors)
+    assert np.isnan(auto.scan_stats.error_bound)  # no codes, before and after the rebuild
+    auto.wait_rebuild(60)
+    assert auto.kind == "pq"
+    staying = FaceIndex(DIM, IndexPolicy(exact_below=1000, certified_from=64))
+    staying.add(ids, vectors)
+    assert staying.kind == "flat" and staying.scan_stats.error_bound > 0
