@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.audit.log import read_records, verify
+from cluster.distributed.index import community_dir, stored_communities
 from cluster.events.store import EventStore
 from indexer import snapshot, strangers
 from indexer.crypto import KeyRing, key_id, new_key, write_key_file
@@ -44,20 +45,22 @@ class RotationReport:
 
 def rotate_keys(data_dir: Path, privacy: PrivacyConfig) -> RotationReport:
     """Re-encrypt everything under ``data_dir`` with a new current key (see the module)."""
-    if not (data_dir / "registry.db").exists():
+    # The embedded registry, and each community's store of cluster mode (its index actor's).
+    stores = [data_dir] if (data_dir / "registry.db").exists() else []
+    stores += [community_dir(data_dir, c) for c in stored_communities(data_dir)]
+    if not stores:
         raise ConfigError(f"{data_dir} holds no smartgate data (no registry.db): nothing to rotate")
     lock = data_dir_lock(data_dir, exclusive=True)
+    locks: list[int] = []
     try:
+        # A running index actor holds its community's store: stop the cluster first.
+        locks = [data_dir_lock(path, exclusive=True) for path in stores if path != data_dir]
         old = KeyRing.from_config(privacy)
         from_file = not privacy.key
         ring = old.with_current(new_key()) if from_file else old
         if from_file:
             write_key_file(privacy.key_file, ring.keys)  # old keys kept until done
-        store = Store(data_dir, ring, lock=False)
-        try:
-            templates = store.reseal(ring)
-        finally:
-            store.close()
+        templates = sum(_reseal_store(path, ring) for path in stores)
         # Face snapshots (indexer.snapshot) are a cache of the templates: deleted rather than
         # re-sealed; the next clean close writes them under the new key.
         dropped = snapshot.delete_snapshots(data_dir)
@@ -72,7 +75,17 @@ def rotate_keys(data_dir: Path, privacy: PrivacyConfig) -> RotationReport:
         retired = tuple(key_id(k).hex() for k in ring.keys[1:])
         return RotationReport(templates, moved, thumbnails, ring.current_id.hex(), retired, dropped)
     finally:
-        os.close(lock)
+        for fd in (*locks, lock):
+            os.close(fd)
+
+
+def _reseal_store(path: Path, ring: KeyRing) -> int:
+    """Re-seal the templates of the registry store under ``path`` (its lock already held)."""
+    store = Store(path, ring, lock=False)
+    try:
+        return store.reseal(ring)
+    finally:
+        store.close()
 
 
 def cmd_audit_verify(config: Config) -> int:

@@ -8,6 +8,7 @@ float32 bytes, and for the thumbnail JPEGs."""
 from __future__ import annotations
 
 import base64
+import os
 import sqlite3
 import stat
 from collections.abc import Iterable
@@ -418,3 +419,34 @@ def replace_person(event: object, person: str, track: str) -> Any:
     return replace(
         e, person_id=person, track_id=track, id=event_id(e.community, e.gate, track, e.start)
     )
+
+
+def test_rotation_reseals_the_cluster_communities_stores(tmp_path: Path) -> None:
+    # Cluster mode keeps each community's templates in its own store (its index actor's),
+    # under communities/: a rotation re-seals them too, and refuses while an actor holds one.
+    from cluster.distributed.index import CommunityIndex, community_dir
+
+    data, key_file = tmp_path / "data", tmp_path / "keys" / "data.key"
+    privacy = PrivacyConfig(key_file=key_file)
+    old = KeyRing.from_config(privacy)
+    vectors = unit_rows(9, 3)
+    for community in ("north", "south"):
+        index = CommunityIndex(data, community, DIM, privacy, create=True)
+        index.enroll(f"p-{community}", vectors, "", "resident", None, False, None)
+        index.close()
+    holder = data_dir_lock(community_dir(data, "north"), exclusive=True)  # a running actor
+    with pytest.raises(ConfigError, match="stop the node"):
+        rotate_keys(data, privacy)
+    os.close(holder)
+
+    report = rotate_keys(data, privacy)
+    assert report.templates == 6 and report.retired == (old.current_id.hex(),)
+    new = KeyRing.from_file(key_file)
+    for community in ("north", "south"):
+        store = Store(community_dir(data, community), new)
+        try:
+            np.testing.assert_array_equal(store.face_templates(community, DIM).embeddings, vectors)
+        finally:
+            store.close()
+        with pytest.raises(ConfigError):
+            Store(community_dir(data, community), old).face_templates(community, DIM)
