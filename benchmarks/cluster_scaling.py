@@ -7,9 +7,12 @@ the cluster frontend with 1 and with 2 recognizer workers. Each gets the same op
 after ``--warmup``. Prints a Markdown table: throughput, its ratio to embedded mode, shed frames,
 server/client p99 and each gate's client p99. With ``--kill`` the 2-worker run SIGKILLs one
 worker half-way and reports the time until throughput is back to 90 % of its rate before the
-kill (0.5 s buckets), and whether any stream broke.
+kill (0.5 s buckets), and whether any stream broke. With ``--then-share 0.7`` each mode runs
+again at 70 % of the throughput it reached: with ``--fps`` above saturation, that is 70 % of
+each mode's own saturation (the "70 % load" of the latency target).
 
     python -m benchmarks.cluster_scaling --gates 4 --fps 8 --duration 20 --kill
+    python -m benchmarks.cluster_scaling --gates 8 --fps 8 --workers 2 --then-share 0.7
 
 The machine is shared and has 2 cores: the frontend, the workers and the load generator
 compete for them, so run it a few times and read the ratios, not single figures.
@@ -95,6 +98,12 @@ def recovery_s(r: RunResult, killed: float) -> float | None:
     return None
 
 
+def at_share(specs: Sequence[GateSpec], throughput_fps: float, share: float) -> list[GateSpec]:
+    """``specs`` with the load spread evenly so the gates offer ``share`` of ``throughput_fps``."""
+    fps = share * throughput_fps / len(specs)
+    return [replace(spec, fps=fps) for spec in specs]
+
+
 def run_mode(
     config: Config,
     workers: int | None,
@@ -102,7 +111,10 @@ def run_mode(
     pool: FramePool,
     args: argparse.Namespace,
     kill: bool,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """One mode's run at the offered load, and with ``--then-share`` a second run on the same
+    node at that share of the throughput the first one reached (its saturation, when the first
+    load was above it)."""
     label = "embedded" if workers is None else f"cluster, {workers} worker(s)"
     with serve(config, workers) as (address, node):
         import grpc
@@ -134,25 +146,44 @@ def run_mode(
         )
         if timer is not None:
             timer.cancel()
-    summary = summarize_run(result)
+        summary = summarize_run(result)
+        rows = [summary]
+        if args.then_share:
+            share = args.then_share
+            reached = summary["node"]["throughput_fps"]
+            summary["label"] = f"{label} (offered {summary['node']['offered_fps']:.0f} fps)"
+            second = run_load(
+                address,
+                at_share(specs, reached, share),
+                pool,
+                community=COMMUNITY,
+                duration=args.duration,
+                warmup=args.warmup,
+                label=f"{label} at {share:.0%} of {reached:.1f} fps",
+                progress=False,
+            )
+            rows.append(summarize_run(second))
     if killed:
         summary["kill"] = {
             "recovered_after_s": recovery_s(result, killed[0]),
             "stream_errors": summary["node"]["stream_errors"],
             "unavailable": int(sum(int(np.sum(g.status == 14)) for g in result.gates)),
         }
-    return summary
+    return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    base = rows[0]["node"]["throughput_fps"] or float("nan")
+def markdown(rows: list[dict[str, Any]], per_mode: int = 1) -> str:
+    """The table; ``per_mode`` rows per mode (2 with ``--then-share``), each compared with the
+    embedded node's row of the same kind."""
+    bases = [r["node"]["throughput_fps"] or float("nan") for r in rows[:per_mode]]
     lines = [
         "| mode | offered fps | throughput fps | vs embedded | shed fps | server p99 ms | "
         "client p99 ms | per-gate client p99 ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    for i, row in enumerate(rows):
         n = row["node"]
+        base = bases[i % per_mode]
         gates = ", ".join(f"{g['client_p99_ms']:.0f}" for g in row["gates"] if g["client_p99_ms"])
         lines.append(
             f"| {row['label']} | {n['offered_fps']:.1f} | {n['throughput_fps']:.1f} | "
@@ -182,6 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--kill", action="store_true", help="kill a worker in the 2-worker run")
     parser.add_argument("--object-store-mb", type=int, default=200)
+    parser.add_argument(
+        "--then-share",
+        type=float,
+        default=None,
+        metavar="S",
+        help="after each mode's run, run it again at S (e.g. 0.7) of the throughput it reached: "
+        "offer more than saturation with --fps to measure each mode at S of its own saturation",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     config = load_config(args.config)
@@ -194,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     specs = [GateSpec(f"door-{i + 1:02d}", "pedestrian", args.fps) for i in range(args.gates)]
     pool = build_pool("one-face")
-    rows = [run_mode(config, None, specs, pool, args, kill=False)]
+    rows = run_mode(config, None, specs, pool, args, kill=False)
     import ray
 
     from cluster.distributed.runtime import connect
@@ -202,10 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     connect(replace(config.cluster, address="local"))
     try:
         for n in args.workers:
-            rows.append(run_mode(config, n, specs, pool, args, kill=args.kill and n == 2))
+            rows += run_mode(config, n, specs, pool, args, kill=args.kill and n == 2)
     finally:
         ray.shutdown()
-    print(markdown(rows))
+    print(markdown(rows, 2 if args.then_share else 1))
     return 0
 
 
