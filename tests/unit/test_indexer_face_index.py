@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faiss
@@ -441,9 +442,19 @@ def test_writes_during_a_rebuild_are_replayed(monkeypatch: pytest.MonkeyPatch) -
     check_against_reference(index, vectors, np.concatenate([base[:60], again]), 5)
 
 
-def test_rebuilds_under_concurrent_searches_and_writes_lose_nothing() -> None:
-    policy = IndexPolicy(exact_below=300, hnsw_m=8, hnsw_ef_search=64, max_dead_share=0.2)
-    index = FaceIndex(DIM, policy)
+def hammer(
+    index: FaceIndex,
+    *,
+    rounds: int,
+    remove: Callable[[np.ndarray, np.random.Generator], np.ndarray],
+    queries: int = 4,
+    check: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    background: Sequence[Callable[[threading.Event], None]] = (),
+) -> dict[int, np.ndarray]:
+    """Two writers (10 clustered rows a round; every third round ``remove(ids, rng)`` of them),
+    two readers (``queries`` random queries, top 5, ``check(sims, ids)``) and each of
+    ``background(stop)`` at once; returns the rows that must remain. Fails with any thread's
+    first errors, or when a rebuild is still running 30 s after the writers are done."""
     expected: dict[int, np.ndarray] = {}
     guard = threading.Lock()
     errors: list[BaseException] = []
@@ -452,14 +463,14 @@ def test_rebuilds_under_concurrent_searches_and_writes_lose_nothing() -> None:
     def writer(offset: int) -> None:
         rng = np.random.default_rng(offset)
         try:
-            for i in range(60):
+            for i in range(rounds):
                 ids = np.arange(offset + 10 * i, offset + 10 * i + 10)
                 vectors = clustered(rng, 10)
                 index.add(ids, vectors)
                 with guard:
                     expected.update(zip(ids.tolist(), vectors, strict=True))
                 if i % 3 == 2:
-                    gone = ids[rng.random(10) < 0.5]
+                    gone = remove(ids, rng)
                     index.remove(gone)
                     with guard:
                         for g in gone.tolist():
@@ -471,32 +482,50 @@ def test_rebuilds_under_concurrent_searches_and_writes_lose_nothing() -> None:
         rng = np.random.default_rng(seed)
         try:
             while not stop.is_set():
-                sims, ids = index.search(unit_rows(rng, 4), 5)
+                sims, ids = index.search(unit_rows(rng, queries), 5)
                 assert ((ids >= 0) | np.isneginf(sims)).all()
+                if check is not None:
+                    check(sims, ids)
         except BaseException as exc:
             errors.append(exc)
 
-    def rebuilder() -> None:
+    def looping(task: Callable[[threading.Event], None]) -> None:
         try:
-            kinds: list[IndexKind | None] = ["hnsw", "pq", "flat", None]
-            while not stop.is_set():
-                for kind in kinds:
-                    index.rebuild(kind)
+            task(stop)
         except BaseException as exc:
             errors.append(exc)
 
-    readers = [threading.Thread(target=reader, args=(s,)) for s in range(2)]
-    others = [threading.Thread(target=rebuilder)]
+    others = [threading.Thread(target=reader, args=(s,)) for s in range(2)]
+    others += [threading.Thread(target=looping, args=(task,)) for task in background]
     writers = [threading.Thread(target=writer, args=(o,)) for o in (0, 100_000)]
-    for t in readers + others + writers:
+    for t in others + writers:
         t.start()
     for t in writers:
         t.join(60)
     stop.set()
-    for t in readers + others:
+    for t in others:
         t.join(60)
     assert index.wait_rebuild(30)
     assert not errors, errors[:3]
+    return expected
+
+
+def test_rebuilds_under_concurrent_searches_and_writes_lose_nothing() -> None:
+    policy = IndexPolicy(exact_below=300, hnsw_m=8, hnsw_ef_search=64, max_dead_share=0.2)
+    index = FaceIndex(DIM, policy)
+
+    def rebuilder(stop: threading.Event) -> None:
+        kinds: list[IndexKind | None] = ["hnsw", "pq", "flat", None]
+        while not stop.is_set():
+            for kind in kinds:
+                index.rebuild(kind)
+
+    expected = hammer(
+        index,
+        rounds=60,
+        remove=lambda ids, rng: ids[rng.random(10) < 0.5],
+        background=[rebuilder],
+    )
     assert index.ntotal == len(expected) and all(i in index for i in expected)
     index.rebuild("flat")
     rng = np.random.default_rng(50)
@@ -824,49 +853,11 @@ def test_certified_searches_under_concurrent_writes_and_rebuilds(
         max_dead_share=0.2,
     )
     index = FaceIndex(DIM, policy)
-    expected: dict[int, np.ndarray] = {}
-    guard = threading.Lock()
-    errors: list[BaseException] = []
-    stop = threading.Event()
 
-    def writer(offset: int) -> None:
-        rng = np.random.default_rng(offset)
-        try:
-            for i in range(40):
-                ids = np.arange(offset + 10 * i, offset + 10 * i + 10)
-                vectors = clustered(rng, 10)
-                index.add(ids, vectors)
-                with guard:
-                    expected.update(zip(ids.tolist(), vectors, strict=True))
-                if i % 3 == 2:
-                    index.remove(ids[:4])
-                    with guard:
-                        for g in ids[:4].tolist():
-                            del expected[g]
-        except BaseException as exc:
-            errors.append(exc)
+    def ordered(sims: np.ndarray, ids: np.ndarray) -> None:
+        assert (np.diff(np.where(ids >= 0, sims, -2.0), axis=1) <= 0).all()
 
-    def reader(seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        try:
-            while not stop.is_set():
-                sims, ids = index.search(unit_rows(rng, 3), 5)
-                assert ((ids >= 0) | np.isneginf(sims)).all()
-                assert (np.diff(np.where(ids >= 0, sims, -2.0), axis=1) <= 0).all()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=reader, args=(s,)) for s in range(2)]
-    writers = [threading.Thread(target=writer, args=(o,)) for o in (0, 100_000)]
-    for t in threads + writers:
-        t.start()
-    for t in writers:
-        t.join(60)
-    stop.set()
-    for t in threads:
-        t.join(60)
-    assert index.wait_rebuild(30)
-    assert not errors, errors[:3]
+    expected = hammer(index, rounds=40, remove=lambda ids, rng: ids[:4], queries=3, check=ordered)
     assert index.kind == "flat" and index._rows.scan is not None
     assert index.scan_stats.queries > 0
     check_exact(index, expected, unit_rows(np.random.default_rng(89), 10), 5)
