@@ -10,6 +10,7 @@ import enum
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -18,6 +19,7 @@ from cluster.decide import Action, Verdict, decide
 from indexer.crypto import KeyRing
 from indexer.face_index import IndexPolicy, set_search_threads
 from indexer.registry import FaceRegistry
+from indexer.strangers import StrangerBook, StrangerIndex
 from indexer.types import Identification, Person, VehicleMatch
 from indexer.vehicles import VehicleRegistry
 from recognizer.faces.analyzer import FaceAnalyzer, FaceObservation, StageTimer
@@ -36,6 +38,7 @@ MAX_ENROLL_IMAGES = 20
 class MatchedFace:
     face: FaceObservation
     identification: Identification | None  # None when the face was not compared
+    thumbnail: bytes = b""  # best-shot JPEG cut by a cluster worker (cluster.thumbnails)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class MatchedPlate:
     match: VehicleMatch | None  # None when not compared (unusable reading) or no match
     usable: bool  # the reading fits a plate format and scores above plates.min_score
     from_camera_crop: bool = False
+    thumbnail: bytes = b""  # best-shot JPEG cut by a cluster worker (cluster.thumbnails)
 
 
 class Lane(enum.IntEnum):
@@ -275,6 +279,11 @@ class Engine:
             snapshots=config.index,
         )
         return cls(config, analyzer, registry, plate_reader)
+
+    def open_strangers(self, directory: Path) -> StrangerBook:
+        """The node's strangers: one ``StrangerIndex`` for every community, saved sealed under
+        ``directory`` (``ClusterEngine.open_strangers`` gives each community's index actor's)."""
+        return StrangerIndex.load(directory, self.embedding_dim, keys=self.registry.store.keys)
 
     def close(self) -> None:
         """Close the registry (it writes the face snapshots of the communities changed since

@@ -7,7 +7,8 @@
 2. calls every ``node.erasure_hooks`` hook (``hook(community, person_id)``): where other holders
    of the index drop the person (the Ray index actors of ``cluster.distributed`` register one);
 3. finds the strangers the person was before enrolment (a stranger template scoring at least
-   the match threshold against one of theirs), forgets them and saves the strangers index;
+   the match threshold against one of theirs), forgets them and saves the strangers index
+   (in cluster mode the community's index actor holds them, for every frontend);
 4. waits for the event writer's queue, then erases the passages and alerts of the person and
    of those strangers (``privacy.erasure``: ``delete`` removes them, ``anonymise`` keeps the
    rows with the identity removed), their thumbnails, their pending stream entries, and queues

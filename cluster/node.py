@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from cluster.audit.log import AuditLog
 from cluster.engine import Engine, FrameResult, Lane
 from cluster.erasure import ErasureHook
+from cluster.events.index_changes import open_for_node
+from cluster.events.redis_outbox import RedisLoop
 from cluster.events.service import EventLog
 from cluster.gatestate import RedisGateState
 from cluster.metrics import Metrics
 from cluster.passages import STRANGERS_DIR, Passages
 from cluster.scheduler import FrameScheduler
-from indexer.strangers import StrangerIndex
 from smartgate.config import Config
 
 
@@ -48,6 +49,9 @@ class Node:
     # Whether ``close`` also closes the engine (its registry writes its face snapshots then):
     # a node from ``open`` owns its engine; ``around`` leaves it to the caller.
     owns_engine: bool = False
+    # With events.redis_url: the registry's change-log publisher (embedded) or the follower
+    # of the communities' index changes (cluster mode), cluster.events.index_changes.
+    index_changes: RedisLoop | None = None
 
     @property
     def config(self) -> Config:
@@ -71,7 +75,7 @@ class Node:
         config = engine.config
         strangers_dir = config.data_dir / STRANGERS_DIR
         keys = engine.registry.store.keys  # the data keys (indexer.crypto)
-        strangers = StrangerIndex.load(strangers_dir, engine.embedding_dim, keys=keys)
+        strangers = engine.open_strangers(strangers_dir)  # cluster mode: the index actors'
 
         def strangers_purged(pairs: Sequence[tuple[str, str]]) -> None:
             by_community: dict[str, list[str]] = {}
@@ -122,10 +126,14 @@ class Node:
         )
         metrics.models_ready.set(1)
         audit = AuditLog(config.data_dir) if config.privacy.audit else None
-        return cls(engine, events, passages, scheduler, metrics, audit)
+        node = cls(engine, events, passages, scheduler, metrics, audit)
+        node.index_changes = open_for_node(node)
+        return node
 
     def close(self) -> None:
         try:
+            if self.index_changes is not None:
+                self.index_changes.close()
             self.scheduler.close()
             self.passages.close()
             self.events.close()

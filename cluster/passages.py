@@ -19,11 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from cluster.decide import Action
@@ -32,15 +31,15 @@ from cluster.events.alerts import watchlist_alert
 from cluster.events.model import Event, event_id, make_event
 from cluster.events.service import EventLog
 from cluster.gatestate import RedisGateState, dumps
+from cluster.thumbnails import face_thumbnail, plate_thumbnail
 from cluster.tracking import FinishedTrack, GateTracker, Observation, TrackDecision
-from indexer.strangers import StrangerIndex
+from indexer.strangers import StrangerBook, StrangerIndex
 from recognizer.faces.carry import Carried, CarryLedger, CarryOffer, CarryPolicy
 from smartgate.config import TrackingConfig
+from smartgate.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
-THUMBNAIL_SIDE = 160  # longest side of a best-shot JPEG, pixels
-THUMBNAIL_QUALITY = 85
 STRANGERS_DIR = "strangers"
 UNKNOWN_DEVICE = "unknown"  # events name a device; frames without a device id get this
 
@@ -106,7 +105,7 @@ class Passages:
     def __init__(
         self,
         events: EventLog,
-        strangers: StrangerIndex,
+        strangers: StrangerBook,
         config: TrackingConfig,
         strangers_dir: Path,
         *,
@@ -222,6 +221,29 @@ class Passages:
                 best,
                 obs.embedding,
             )
+
+    def forget(self, community: str, kind: str, is_identity: Callable[[str], bool]) -> int:
+        """Drop what the gates of ``community`` hold of a person (``kind`` ``"face"``) or vehicle
+        (``"plate"``) removed elsewhere, ``is_identity`` picking its identity: the open tracks
+        that voted for it (they end unrecorded) and, for faces, every face lent to the next
+        frames (those are embedded afresh). Returns how many tracks went
+        (``cluster.events.index_changes``)."""
+        with self._gates_lock:
+            gates = [(gate, g) for (c, gate), g in self._gates.items() if c == community]
+        dropped = 0
+        for gate, g in gates:
+            with g.lock:
+                gone = g.tracker.forget("face" if kind == "face" else "plate", is_identity)
+                for track_id in gone:
+                    g.starts.pop(track_id, None)
+                    g.decided.pop(track_id, None)
+                    g.best.pop(track_id, None)
+                if kind == "face":
+                    g.carried = ()
+                if gone:
+                    self._share(community, gate, g)
+                dropped += len(gone)
+        return dropped
 
     # -- ending tracks -----------------------------------------------------------------------
 
@@ -344,8 +366,17 @@ class Passages:
     ) -> None:
         stranger_id = None
         if kind == "face" and action == Action.STRANGER and embedding is not None:
-            stranger_id, _, _ = self.strangers.assign(community, embedding, end)
-            self._strangers_dirty = True
+            try:
+                stranger_id, _, _ = self.strangers.assign(community, embedding, end)
+                self._strangers_dirty = True
+            except UnavailableError as exc:  # cluster mode: the index actor did not come back
+                log.warning(
+                    "passage %s of %s/%s kept without a stranger id: %s",
+                    track_id,
+                    community,
+                    gate,
+                    exc,
+                )
         event = make_event(
             community=community,
             gate=gate,
@@ -481,43 +512,24 @@ def _observations(
 
 
 def _best_of(obs: Observation, source: object, result: FrameResult) -> _Best:
+    """The best shot of a track from this frame: the thumbnail a cluster worker cut already,
+    else cut here from the frame's pixels."""
     rank = obs.quality * obs.size_px * obs.det_score
     image = result.image
     if isinstance(source, MatchedFace):
-        crop = _crop(image.scaled, source.face.box, image.scale, 0.3) if image else None
+        thumbnail = source.thumbnail
+        if not thumbnail and image is not None:
+            thumbnail = face_thumbnail(image.scaled, source.face.box, image.scale)
         role = None
         if source.identification and source.identification.person:
             role = source.identification.person.role
-        return _Best(rank, _jpeg(crop), source.face.liveness, None, role)
+        return _Best(rank, thumbnail, source.face.liveness, None, role)
     assert isinstance(source, MatchedPlate)
-    crop = _crop(image.full(), source.reading.box, 1.0, 0.15) if image else None
+    thumbnail = source.thumbnail
+    if not thumbnail and image is not None:
+        thumbnail = plate_thumbnail(image.full(), source.reading.box)
     role = source.match.vehicle.role if source.match else None
-    return _Best(rank, _jpeg(crop), None, source.reading.text, role)
-
-
-def _crop(image: np.ndarray, box: np.ndarray, scale: float, margin: float) -> np.ndarray:
-    """``box`` (original pixels) grown by ``margin`` on each side, clipped to ``image``."""
-    x1, y1, x2, y2 = (np.asarray(box, dtype=np.float64) * scale).tolist()
-    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
-    h, w = image.shape[:2]
-    c0, r0 = max(0, int(x1 - mx)), max(0, int(y1 - my))
-    c1, r1 = min(w, int(x2 + mx) + 1), min(h, int(y2 + my) + 1)
-    return image[r0 : max(r1, r0 + 1), c0 : max(c1, c0 + 1)]
-
-
-def _jpeg(crop: np.ndarray | None) -> bytes:
-    if crop is None or crop.size == 0:
-        return b""
-    h, w = crop.shape[:2]
-    factor = min(1.0, THUMBNAIL_SIDE / max(h, w))
-    if factor < 1.0:
-        crop = cv2.resize(
-            crop,
-            (max(1, round(w * factor)), max(1, round(h * factor))),
-            interpolation=cv2.INTER_AREA,
-        )
-    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_QUALITY])
-    return buf.tobytes() if ok else b""
+    return _Best(rank, thumbnail, None, source.reading.text, role)
 
 
 _PRIORITY = {Action.ALERT: 3, Action.OPEN: 2, Action.STRANGER: 1}

@@ -62,7 +62,7 @@ import hashlib
 import math
 import operator
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -422,6 +422,18 @@ class GateTracker:
         finished = [track.finish("closed") for track in self._tracks.values()]
         self._tracks.clear()
         return finished
+
+    def forget(self, kind: Kind, is_identity: Callable[[str], bool]) -> list[str]:
+        """Drop the open ``kind`` tracks with a vote for an identity ``is_identity`` picks (a
+        person or vehicle removed meanwhile); they end unrecorded. Returns their ids."""
+        gone = [
+            tr.track_id
+            for tr in self._tracks.values()
+            if tr.kind == kind and any(is_identity(name) for name in tr.names)
+        ]
+        for track_id in gone:
+            del self._tracks[track_id]
+        return gone
 
     # -- internals --------------------------------------------------------------------------
 

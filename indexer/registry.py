@@ -43,6 +43,7 @@ import numpy as np
 
 import native
 from indexer import snapshot
+from indexer.changelog import Retention
 from indexer.crypto import KeyRing
 from indexer.face_index import FaceIndex, IndexKind, IndexPolicy, check_vectors
 from indexer.locks import RWLock
@@ -171,7 +172,7 @@ class FaceRegistry:
         self.dim = dim
         self.policy = policy
         self.snapshots = IndexConfig() if snapshots is None else snapshots
-        self._store = Store(data_dir, keys)
+        self._store = Store(data_dir, keys, retention=Retention.from_config(self.snapshots))
         self._write_mutex = threading.Lock()
         self._rw = RWLock()
         self._communities: dict[str, _Community] = {}

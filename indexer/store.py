@@ -32,7 +32,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from typing import Any, Final, cast
 
 import numpy as np
 
+from indexer import changelog
+from indexer.changelog import Change, ChangeKind, Retention
 from indexer.crypto import OVERHEAD, KeyRing
 from indexer.types import Person, Role, Vehicle
 from smartgate.checks import connect_wal, immediate, migrate
@@ -126,6 +129,24 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         "CREATE INDEX templates_owners ON templates(community, id, person_key, dim)",
         "DROP INDEX templates_by_community",
+    ),
+    # 5: the change log (indexer.changelog): one row per committed change of a community's
+    # persons or vehicles, ids only; the cursors of its readers; the store's random epoch.
+    # (IF NOT EXISTS: a database whose version was set back by hand keeps its log.)
+    (
+        """CREATE TABLE IF NOT EXISTS changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            community TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('person_enrolled', 'person_replaced',
+                'person_removed', 'vehicle_added', 'vehicle_replaced', 'vehicle_removed')),
+            subject TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS changes_by_community ON changes(community, seq)",
+        "CREATE TABLE IF NOT EXISTS change_cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS store_identity (epoch TEXT NOT NULL)",
+        "INSERT INTO store_identity (epoch) SELECT lower(hex(randomblob(8))) "
+        "WHERE NOT EXISTS (SELECT 1 FROM store_identity)",
     ),
 )
 
@@ -227,12 +248,19 @@ class Store:
 
     ``keys`` seal the templates (default: ``KeyRing.from_config(PrivacyConfig())``, the user's
     key file). ``lock=False`` skips the shared data-dir lock (for the holder of the exclusive
-    one)."""
+    one). ``retention`` bounds the change log (``indexer.changelog``)."""
 
     def __init__(
-        self, data_dir: Path | str, keys: KeyRing | None = None, *, lock: bool = True
+        self,
+        data_dir: Path | str,
+        keys: KeyRing | None = None,
+        *,
+        lock: bool = True,
+        retention: Retention | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.retention = Retention() if retention is None else retention
+        self._change_listeners: list[Callable[[], None]] = []
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILENAME
         self.keys = KeyRing.from_config(PrivacyConfig()) if keys is None else keys
@@ -328,6 +356,23 @@ class Store:
             yield con
 
     @contextmanager
+    def _changing(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that logs a change (``_log``); the change listeners are called after
+        its commit."""
+        with self._transaction() as con:
+            yield con
+        for listener in list(self._change_listeners):
+            listener()
+
+    def _log(
+        self, con: sqlite3.Connection, community: str, kind: ChangeKind, subject: str, now: float
+    ) -> None:
+        """Log a change of person id or plate ``subject`` (as its keyed pseudonym: an erasure
+        leaves no byte of the id in the store)."""
+        ref = changelog.pseudonym(self.keys, community, changelog.subject_kind(kind), subject)
+        changelog.record(con, community, kind, ref, now, self.retention)
+
+    @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             yield self._con
@@ -380,7 +425,7 @@ class Store:
         unless ``replace``, which keeps its key and creation time, updates name, role and
         expiry, and swaps every template for the new ones.
         """
-        with self._transaction() as con:
+        with self._changing() as con:
             created = not _community_exists(con, community)
             if created:
                 con.execute(
@@ -426,15 +471,21 @@ class Store:
                     f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE p.key = ?", (key,)
                 ).fetchone()
             )
+            kind: ChangeKind = "person_enrolled" if row is None else "person_replaced"
+            self._log(con, community, kind, person_id, now)
         return Enrolled(person, np.array(ids, np.int64), replaced, created)
 
-    def remove_person(self, community: str, person_id: str) -> tuple[int, np.ndarray]:
-        """Delete a person and every template of theirs. Returns ``(key, template_ids)``."""
-        with self._transaction() as con:
+    def remove_person(
+        self, community: str, person_id: str, *, now: float | None = None
+    ) -> tuple[int, np.ndarray]:
+        """Delete a person and every template of theirs (logged at ``now``, default the
+        clock). Returns ``(key, template_ids)``."""
+        with self._changing() as con:
             key = _person_key(con, community, person_id)
             ids = _template_ids_of(con, key)
             con.execute("DELETE FROM templates WHERE person_key = ?", (key,))
             con.execute("DELETE FROM persons WHERE key = ?", (key,))
+            self._log(con, community, "person_removed", person_id, _now(now))
         self.checkpoint()
         return key, ids
 
@@ -589,7 +640,7 @@ class Store:
         When the plate is registered already: ``AlreadyExistsError`` unless ``replace``, which
         keeps its key and creation time and updates role, owner and expiry.
         """
-        with self._transaction() as con:
+        with self._changing() as con:
             if not _community_exists(con, community):
                 raise _community_missing(community)
             row = con.execute(
@@ -613,17 +664,21 @@ class Store:
                     "UPDATE vehicles SET role = ?, owner = ?, expires_at = ? WHERE key = ?",
                     (role, owner, expires_at, key),
                 )
+            kind: ChangeKind = "vehicle_added" if row is None else "vehicle_replaced"
+            self._log(con, community, kind, plate, now)
             return _vehicle_from_row(
                 con.execute(
                     f"SELECT {_VEHICLE_COLUMNS} FROM vehicles v WHERE v.key = ?", (key,)
                 ).fetchone()
             )
 
-    def remove_vehicle(self, community: str, plate: str) -> Vehicle:
-        """Delete a registered vehicle; returns it as it was."""
-        with self._transaction() as con:
+    def remove_vehicle(self, community: str, plate: str, *, now: float | None = None) -> Vehicle:
+        """Delete a registered vehicle (logged at ``now``, default the clock); returns it as
+        it was."""
+        with self._changing() as con:
             vehicle = _vehicle(con, community, plate)
             con.execute("DELETE FROM vehicles WHERE key = ?", (vehicle.key,))
+            self._log(con, community, "vehicle_removed", plate, _now(now))
         self.checkpoint()
         return vehicle
 
@@ -646,6 +701,62 @@ class Store:
                 f"SELECT {_VEHICLE_COLUMNS} FROM vehicles v ORDER BY v.community, v.plate"
             ).fetchall()
         return [_vehicle_from_row(r) for r in rows]
+
+    # -- the change log (indexer.changelog) -----------------------------------------------
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every commit that logged a change (a publisher's wake-up;
+        it must not block)."""
+        self._change_listeners.append(listener)
+
+    def changes_after(self, seq: int, limit: int = 256) -> list[Change]:
+        """Up to ``limit`` logged changes of every community after ``seq``, in order."""
+        with self._reading() as con:
+            return changelog.after(con, seq, limit)
+
+    def count_changes_after(self, seq: int) -> int:
+        """How many logged changes (of every community) have a seq above ``seq``."""
+        with self._reading() as con:
+            return changelog.count_after(con, seq)
+
+    def community_changes(self, community: str, after: int = 0, limit: int = 1000) -> list[Change]:
+        """Up to ``limit`` logged changes of ``community`` after seq ``after``, in order."""
+        with self._reading() as con:
+            return changelog.of_community(con, community, after, limit)
+
+    def community_version(self, community: str) -> int:
+        """``community``'s last logged seq (0: nothing logged yet)."""
+        with self._reading() as con:
+            return changelog.version(con, community)
+
+    def changes_cursor(self, name: str) -> int | None:
+        """How far reader ``name`` got in the log (None: it never started)."""
+        with self._reading() as con:
+            return changelog.cursor(con, name)
+
+    def set_changes_cursor(self, name: str, seq: int) -> None:
+        """Record that reader ``name`` dealt with every change up to ``seq``."""
+        with self._transaction() as con:
+            changelog.set_cursor(con, name, seq)
+
+    def drop_changes_cursor(self, name: str) -> None:
+        """Forget reader ``name`` (not running any more): its unsent changes may be trimmed."""
+        with self._transaction() as con:
+            changelog.drop_cursor(con, name)
+
+    def epoch(self) -> str:
+        """This store's random id (drawn when its change log was created)."""
+        with self._reading() as con:
+            return changelog.epoch(con)
+
+    def trim_changes(self, now: float | None = None) -> int:
+        """Trim every community's change log to ``self.retention``; returns the rows gone."""
+        with self._transaction() as con:
+            return changelog.trim(con, None, _now(now), self.retention)
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
 
 
 def _vehicle(con: sqlite3.Connection, community: str, plate: str) -> Vehicle:

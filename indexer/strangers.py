@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Protocol
 
 import faiss
 import numpy as np
@@ -136,6 +136,31 @@ def _check_community(community: object) -> str:
     if not isinstance(community, str) or not community:
         raise InvalidInputError(f"community must be a non-empty string, got {community!r}")
     return community
+
+
+class StrangerBook(Protocol):
+    """What the passages, erasure and the retention purge use of the strangers: a
+    ``StrangerIndex`` (embedded mode), or in cluster mode
+    ``cluster.distributed.strangers.ClusterStrangers`` (held by each community's index actor).
+    ``save(directory)``: persist now (the proxy flushes the actors; it ignores ``directory``)."""
+
+    def assign(
+        self, community: str, embedding: np.ndarray, t: float
+    ) -> tuple[str, bool, float]: ...
+
+    def remove(self, community: str, stranger_ids: list[str]) -> int: ...
+
+    def matching(self, community: str, embeddings: np.ndarray, threshold: float) -> list[str]: ...
+
+    def stats(self, community: str) -> StrangerStats: ...
+
+    def strangers(self, community: str) -> list[Stranger]: ...
+
+    def get(self, community: str, stranger_id: str) -> Stranger: ...
+
+    def sightings_since(self, community: str, stranger_id: str, since: float) -> int: ...
+
+    def save(self, directory: Path | str) -> None: ...
 
 
 class StrangerIndex:
@@ -281,6 +306,53 @@ class StrangerIndex:
                 if i >= 0 and sim >= threshold
             }
         return [f"s-{n}" for n in sorted(numbers)]
+
+    def sighting_at(
+        self, community: str, embedding: np.ndarray, t: float
+    ) -> tuple[str, bool, float] | None:
+        """What ``assign(community, embedding, t)`` answered when it already counted this face
+        at exactly ``t``: the nearest stranger with a template at or above the threshold and a
+        sighting at ``t`` (``is_new`` when that was its only sighting; ``similarity`` to its
+        best template, as for a stranger joined), else ``None``. A caller that lost the answer
+        of an assignment asks this first, so it is not counted twice."""
+        community = _check_community(community)
+        query = check_vectors(
+            np.ascontiguousarray(embedding, np.float32).reshape(1, self._dim),
+            self._dim,
+            "embedding",
+        )
+        t = float(t)
+        with self._lock.read():
+            state = self._communities.get(community)
+            if state is None or state.index.ntotal == 0:
+                return None
+            sims, ids = state.index.search(query, min(int(state.index.ntotal), 64))
+            for i, sim in zip(ids[0].tolist(), sims[0].tolist(), strict=True):
+                if i < 0 or sim < self.threshold:
+                    break  # best first
+                stranger = state.strangers[state.owner[int(i)]]
+                if t in stranger.seen:
+                    is_new = stranger.sightings == 1 and stranger.first_seen == t
+                    return stranger.stranger_id, is_new, float(sim)
+            return None
+
+    def next_number(self, community: str) -> int:
+        """The number ``n`` of the next new stranger of ``community`` (``s-<n>``)."""
+        community = _check_community(community)
+        with self._lock.read():
+            state = self._communities.get(community)
+            return 1 if state is None else state.next_stranger
+
+    def reserve_from(self, community: str, number: int) -> None:
+        """Number new strangers of ``community`` from ``number`` on at least (ids handed out
+        before a crash, after the last save, are never given again: the caller persists a
+        watermark ahead of the numbers it issues and passes it here after a restart)."""
+        community = _check_community(community)
+        with self._lock.write():
+            state = self._communities.get(community)
+            if state is None:
+                state = self._communities[community] = _Community(self._dim)
+            state.next_stranger = max(state.next_stranger, int(number))
 
     # -- reads -------------------------------------------------------------------------------
 

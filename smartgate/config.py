@@ -136,6 +136,9 @@ class IndexConfig:
     * ``scan_threads``: threads one exact search of a large community splits its scan over
       (1: the calling thread only; more shortens one search but costs throughput when every
       core is busy, ``benchmarks/index_scale.py``).
+    * ``changes_keep_days`` / ``changes_keep_rows``: the store's change log
+      (``indexer.changelog``) keeps a community's changes this many days, and at most this
+      many rows of it; its latest change, and changes not yet sent to Redis, are always kept.
     """
 
     snapshots: bool = True
@@ -143,6 +146,8 @@ class IndexConfig:
     snapshot_interval_s: float = 300.0
     exact_below: int = 20_000
     scan_threads: int = 1
+    changes_keep_days: float = 30.0
+    changes_keep_rows: int = 10_000
 
     def __post_init__(self) -> None:
         if self.snapshot_every_changes < 0 or self.snapshot_interval_s < 0:
@@ -151,6 +156,8 @@ class IndexConfig:
             )
         if self.exact_below < 1 or self.scan_threads < 1:
             raise ConfigError("index.exact_below and index.scan_threads must be >= 1")
+        if not self.changes_keep_days > 0 or self.changes_keep_rows < 1:
+            raise ConfigError("index.changes_keep_days must be > 0 and changes_keep_rows >= 1")
 
 
 @dataclass(frozen=True)
@@ -209,10 +216,18 @@ class EventsConfig:
     stranger_repeat_window_s: float = 3_600.0  # ... within this many seconds
     purge_interval_s: float = 3_600.0
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    # With redis_url: each registry store's change log goes to smartgate:{community}:index-changes
+    # (cluster.events.index_changes), and cluster frontends follow those streams.
+    index_changes: bool = True
+    index_changes_maxlen: int = 10_000  # per stream, XADD MAXLEN ~
 
     def __post_init__(self) -> None:
         if self.redis_maxlen < 1:
             raise ConfigError(f"events.redis_maxlen must be >= 1, got {self.redis_maxlen}")
+        if self.index_changes_maxlen < 1:
+            raise ConfigError(
+                f"events.index_changes_maxlen must be >= 1, got {self.index_changes_maxlen}"
+            )
         if self.queue_size < 1:
             raise ConfigError(f"events.queue_size must be >= 1, got {self.queue_size}")
         if self.stranger_repeat_n < 1:
@@ -327,7 +342,13 @@ class ClusterConfig:
     * ``call_timeout_s``: a worker call slower than this fails (the frame is retried once);
     * ``index_wait_s``: how long a search, or a write that lost its index actor mid-call (then
       retried, idempotently), waits for the restarting actor (then UNAVAILABLE);
-    * ``num_cpus``, ``object_store_mb``: resources of a ``local`` Ray instance (0: Ray decides).
+    * ``num_cpus``, ``object_store_mb``: resources of a ``local`` Ray instance (0: Ray decides);
+    * ``inline_bytes``: a ``local`` or ``cluster up`` Ray instance sends call arguments up to
+      this size inside the call instead of through the object store (a 1080p frame is ~200 KB;
+      Ray's own default, 100 KB, put every frame in the store: ~1.8 ms more CPU a frame);
+    * ``strangers_save_every`` / ``strangers_save_s``: an index actor saves its community's
+      strangers after that many assignments, or that long after the first unsaved one
+      (``cluster.distributed.strangers``).
     """
 
     address: str = ""
@@ -344,6 +365,9 @@ class ClusterConfig:
     namespace: str = "smartgate"
     num_cpus: int = 0
     object_store_mb: int = 0
+    inline_bytes: int = 1024 * 1024
+    strangers_save_every: int = 50
+    strangers_save_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_workers <= self.max_workers:
@@ -353,7 +377,11 @@ class ClusterConfig:
             )
         if not 0 <= self.scale_down_depth < self.scale_up_depth:
             raise ConfigError("cluster.scale_down_depth must be >= 0 and < scale_up_depth")
-        for name in ("scale_interval_s", "call_timeout_s", "index_wait_s"):
+        if self.strangers_save_every < 1:
+            raise ConfigError(
+                f"cluster.strangers_save_every must be >= 1, got {self.strangers_save_every}"
+            )
+        for name in ("scale_interval_s", "call_timeout_s", "index_wait_s", "strangers_save_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"cluster.{name} must be > 0, got {getattr(self, name)}")
         for name in ("scale_down_after_s", "worker_cpus", "index_cpus", "num_cpus"):
@@ -361,6 +389,8 @@ class ClusterConfig:
                 raise ConfigError(f"cluster.{name} must be >= 0, got {getattr(self, name)}")
         if self.object_store_mb < 0:
             raise ConfigError(f"cluster.object_store_mb must be >= 0, got {self.object_store_mb}")
+        if self.inline_bytes < 0:
+            raise ConfigError(f"cluster.inline_bytes must be >= 0, got {self.inline_bytes}")
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,9 @@ def rotate_keys(data_dir: Path, privacy: PrivacyConfig) -> RotationReport:
         # Face snapshots (indexer.snapshot) are a cache of the templates: deleted rather than
         # re-sealed; the next clean close writes them under the new key.
         dropped = snapshot.delete_snapshots(data_dir)
-        moved = int(strangers.reseal_saved(data_dir / STRANGERS_DIR, ring))
+        # The embedded node's strangers, and each community's in cluster mode (its actor's).
+        holders = [data_dir, *(path for path in stores if path != data_dir)]
+        moved = sum(int(strangers.reseal_saved(p / STRANGERS_DIR, ring)) for p in holders)
         events = EventStore(data_dir, keys=ring)
         try:
             thumbnails = events.reseal_thumbnails(ring)

@@ -53,7 +53,8 @@ import ray
 
 from cluster.distributed import calls
 from cluster.distributed.index import CommunityIndex, has_store, stored_communities
-from smartgate.config import ClusterConfig, IndexConfig, PrivacyConfig
+from cluster.distributed.strangers import StrangerSaving
+from smartgate.config import ClusterConfig, EventsConfig, IndexConfig, PrivacyConfig
 from smartgate.errors import NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -96,10 +97,12 @@ class IndexDirectory:
         dim: int,
         privacy: PrivacyConfig,
         index: IndexConfig | None = None,
+        events: EventsConfig | None = None,
     ) -> None:
         self.config = config
         self.privacy = privacy
         self.index = IndexConfig() if index is None else index  # the actors' snapshots
+        self.events = events  # the actors' index-change publishers (redis_url)
         self.data_dir = Path(data_dir)
         self.dim = dim
         self.namespace = namespace_for(config, data_dir)
@@ -145,7 +148,16 @@ class IndexDirectory:
             max_task_retries=0,
             num_cpus=self.config.index_cpus,
             scheduling_strategy="SPREAD",
-        ).remote(self.data_dir, community, self.dim, self.privacy, create, self.index)
+        ).remote(
+            self.data_dir,
+            community,
+            self.dim,
+            self.privacy,
+            create,
+            self.index,
+            StrangerSaving.from_config(self.config),
+            events=self.events,
+        )
         # The constructor's errors (NotFoundError, a bad store) surface here, not later.
         wait = self.config.index_wait_s if timeout is None else timeout
         calls.get(actor.info.remote(), wait)  # type: ignore[attr-defined]

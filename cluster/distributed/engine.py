@@ -21,6 +21,7 @@ import numpy as np
 from cluster.distributed.directory import IndexDirectory
 from cluster.distributed.pool import WorkerPool
 from cluster.distributed.routing import merge_top
+from cluster.distributed.strangers import ClusterStrangers
 from cluster.distributed.worker import FrameFacts, LazyFrame
 from cluster.engine import (
     FrameResult,
@@ -33,6 +34,7 @@ from cluster.engine import (
     plate_usable,
 )
 from indexer.crypto import KeyRing
+from indexer.strangers import StrangerBook
 from indexer.types import Identification, Person, Role, Vehicle, VehicleMatch
 from indexer.vehicles import _order as vehicle_order
 from recognizer.faces.analyzer import FaceObservation, StageTimer
@@ -191,12 +193,22 @@ class ClusterEngine:
             if threshold is None:
                 raise ConfigError("the embedder has no default threshold; set match.threshold")
             directory = IndexDirectory(
-                config.cluster, Path(config.data_dir), info.dim, config.privacy, config.index
+                config.cluster,
+                Path(config.data_dir),
+                info.dim,
+                config.privacy,
+                config.index,
+                config.events,
             )
         except BaseException:
             pool.close()
             raise
         return cls(config, pool, directory, float(threshold), keys)
+
+    def open_strangers(self, directory: Path) -> StrangerBook:
+        """Each community's strangers, held by its index actor for every frontend
+        (``cluster.distributed.strangers``; ``directory``, the embedded node's, is unused)."""
+        return ClusterStrangers(self.directory)
 
     def close(self) -> None:
         self.pool.close()
@@ -257,7 +269,7 @@ class ClusterEngine:
                 texts,
                 self.config.plates.max_distance,
             )
-            faces = _matched_faces(facts.faces, usable, ids)
+            faces = _matched_faces(facts.faces, usable, ids, facts.face_thumbnails)
             plates = _matched_plates(facts, plate_ok, vehicles)
             image_ref = LazyFrame(image, self.limits, facts.decoded_for, facts.scale)
             return judge(faces, plates, t, timer.ms, image_ref)
@@ -312,19 +324,26 @@ class ClusterEngine:
 
 
 def _matched_faces(
-    faces: list[FaceObservation], usable: list[int], ids: list[Identification]
+    faces: list[FaceObservation],
+    usable: list[int],
+    ids: list[Identification],
+    thumbnails: list[bytes] | None = None,
 ) -> list[MatchedFace]:
     found: list[Identification | None] = [None] * len(faces)
     for i, ident in zip(usable, ids, strict=True):
         found[i] = ident
-    return [MatchedFace(f, ident) for f, ident in zip(faces, found, strict=True)]
+    thumbs = thumbnails or [b""] * len(faces)
+    return [
+        MatchedFace(f, ident, thumb) for f, ident, thumb in zip(faces, found, thumbs, strict=True)
+    ]
 
 
 def _matched_plates(
     facts: FrameFacts, usable: list[bool], matches: list[VehicleMatch | None]
 ) -> list[MatchedPlate]:
     it = iter(matches)
+    thumbs = facts.plate_thumbnails or [b""] * len(facts.readings)
     return [
-        MatchedPlate(r, next(it) if ok else None, ok, camera)
-        for (r, camera), ok in zip(facts.readings, usable, strict=True)
+        MatchedPlate(r, next(it) if ok else None, ok, camera, thumb)
+        for (r, camera), ok, thumb in zip(facts.readings, usable, thumbs, strict=True)
     ]

@@ -11,7 +11,9 @@ directory, restores the snapshot plus the templates committed since (``info()`` 
 store. An enrolment or removal returns only
 after its transaction committed and the actor's in-memory index applied it; every frame of the
 community is matched by this same actor, so read-your-writes holds for every worker and every
-frontend by construction.
+frontend by construction. The actor also holds the community's strangers, for every frontend
+(``cluster.distributed.strangers.CommunityStrangers``, saved under ``strangers/`` beside the
+store).
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from cluster.distributed.idempotent import same_enrolment, same_vehicle
+from cluster.distributed.strangers import CommunityStrangers, StrangerSaving
+from cluster.events.index_changes import IndexChangePublisher, unpublished
 from indexer.crypto import KeyRing
 from indexer.face_index import IndexPolicy
 from indexer.registry import FaceRegistry
+from indexer.strangers import Stranger, StrangerStats
 from indexer.types import Identification, Person, Role, Vehicle, VehicleMatch
 from indexer.vehicles import VehicleRegistry
-from smartgate.config import IndexConfig, PrivacyConfig
+from smartgate.config import EventsConfig, IndexConfig, PrivacyConfig
 from smartgate.errors import AlreadyExistsError, NotFoundError
 
 COMMUNITIES_DIR = "communities"
@@ -60,6 +65,8 @@ class CommunityIndex:
 
     ``create``: create the community when its store does not hold it yet (``create_community``,
     a first enrolment or vehicle); otherwise a missing community raises ``NotFoundError``.
+    ``events``: with ``redis_url`` and ``index_changes``, the store's change log is published
+    to ``smartgate:{community}:index-changes`` (``cluster.events.index_changes``).
     """
 
     def __init__(
@@ -70,8 +77,11 @@ class CommunityIndex:
         privacy: PrivacyConfig,
         create: bool = False,
         index: IndexConfig | None = None,
+        strangers: StrangerSaving | None = None,
+        events: EventsConfig | None = None,
     ) -> None:
         self.community = community
+        self.publisher: IndexChangePublisher | None = None
         path = community_dir(data_dir, community)
         if not create and not (path / STORE_FILE).is_file():
             raise NotFoundError(f"community '{community}' does not exist")
@@ -85,11 +95,22 @@ class CommunityIndex:
         if not self.registry.has_community(community):
             with contextlib.suppress(AlreadyExistsError):  # one writer per store: never
                 self.registry.create_community(community)
+        if events is not None and events.redis_url and events.index_changes:
+            self.publisher = IndexChangePublisher(
+                self.registry.store, events.redis_url, maxlen=events.index_changes_maxlen
+            )
+        else:
+            unpublished(self.registry.store)
+        # The community's strangers, for every frontend (cluster.distributed.strangers).
+        self.strangers = CommunityStrangers(
+            path, community, dim, keys, strangers or StrangerSaving()
+        )
 
     def info(self) -> dict[str, int | float | str]:
-        """Readiness probe: pid, node, how many templates the index holds, and how they came
-        back when the actor started (``restored_from``: ``"snapshot"``, ``"store"`` or
-        ``"new"``, with counts: ``indexer.registry.RestoreReport.as_dict``)."""
+        """Readiness probe: pid, node, how many templates the index holds, how they came back
+        when the actor started (``restored_from``: ``"snapshot"``, ``"store"`` or ``"new"``,
+        with counts: ``indexer.registry.RestoreReport.as_dict``), and the community's
+        ``version`` (its last logged change, ``indexer.changelog``)."""
         import ray
 
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
@@ -97,6 +118,7 @@ class CommunityIndex:
             "pid": os.getpid(),
             "node_id": node,
             "templates": self.registry.indexed_templates(self.community),
+            "version": self.registry.store.community_version(self.community),
             **self.registry.restore_report(self.community).as_dict(),
         }
 
@@ -231,5 +253,38 @@ class CommunityIndex:
             [self.community], text, fuzzy=fuzzy, max_distance=max_distance, limit=limit
         )
 
+    # -- strangers (cluster.distributed.strangers: ClusterStrangers calls these) ------------
+
+    def assign_stranger(
+        self, embedding: np.ndarray, t: float, retry: bool = False
+    ) -> tuple[str, bool, float]:
+        return self.strangers.assign(embedding, t, retry=retry)
+
+    def remove_strangers(self, stranger_ids: list[str], retry: bool = False) -> int:
+        return self.strangers.remove(stranger_ids)
+
+    def matching_strangers(self, embeddings: np.ndarray, threshold: float) -> list[str]:
+        return self.strangers.index.matching(self.community, embeddings, threshold)
+
+    def stranger_stats(self) -> StrangerStats:
+        return self.strangers.index.stats(self.community)
+
+    def list_strangers(self) -> list[Stranger]:
+        return self.strangers.index.strangers(self.community)
+
+    def get_stranger(self, stranger_id: str) -> Stranger:
+        return self.strangers.index.get(self.community, stranger_id)
+
+    def stranger_sightings_since(self, stranger_id: str, since: float) -> int:
+        return self.strangers.index.sightings_since(self.community, stranger_id, since)
+
+    def save_strangers(self) -> bool:
+        return self.strangers.flush()
+
     def close(self) -> None:
-        self.registry.close()
+        try:
+            if self.publisher is not None:
+                self.publisher.close()
+            self.strangers.close()
+        finally:
+            self.registry.close()

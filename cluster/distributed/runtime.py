@@ -42,11 +42,19 @@ def connect(config: ClusterConfig) -> bool:
             num_cpus=config.num_cpus or None,
             object_store_memory=config.object_store_mb * MB or None,
             include_dashboard=False,
+            _system_config=system_config(config.inline_bytes),
             **common,
         )
     else:
         ray.init(address=config.address, **common)
     return True
+
+
+def system_config(inline_bytes: int) -> dict[str, Any]:
+    """Ray settings of a cluster this process starts: frames travel inside the call up to
+    ``inline_bytes`` (0: Ray's default, which sends anything over 100 KB through the object
+    store, and every 1080p frame with it)."""
+    return {"max_direct_call_object_size": inline_bytes} if inline_bytes > 0 else {}
 
 
 class ClusterNode(Node):
@@ -77,6 +85,7 @@ class LocalCluster:
     nodes: int = 2
     cpus_per_node: int = 1
     object_store_mb: int = 150
+    inline_bytes: int = ClusterConfig.inline_bytes
 
     def start(self) -> Any:
         from ray.cluster_utils import Cluster
@@ -87,7 +96,12 @@ class LocalCluster:
             "num_cpus": self.cpus_per_node,
             "object_store_memory": self.object_store_mb * MB,
         }
-        cluster = Cluster(initialize_head=True, head_node_args={**args, "include_dashboard": False})
+        head = {
+            **args,
+            "include_dashboard": False,
+            "_system_config": system_config(self.inline_bytes),
+        }
+        cluster = Cluster(initialize_head=True, head_node_args=head)
         for _ in range(self.nodes - 1):
             cluster.add_node(**args)
         cluster.wait_for_nodes()

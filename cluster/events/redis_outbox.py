@@ -15,6 +15,9 @@ producer pushed more than ``2 × batch`` entries deep can be sent twice.
 
 Erasure: ``EventStore.erase_*`` queue XDELs of the erased entries (from the entry ids the outbox
 kept); the publisher sends them first, with the same retry.
+
+``RedisLoop`` (the thread, its reconnects and backoff) and ``redis_client`` are shared with the
+index-change publisher and follower (``cluster.events.index_changes``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,21 @@ STREAM_PREFIX: Final = "smartgate"
 def stream_name(community: str, topic: str) -> str:
     """``smartgate:{community}:{topic}``, ``topic`` ``events`` or ``alerts``."""
     return f"{STREAM_PREFIX}:{community}:{topic}"
+
+
+def redis_client(url: str, timeout_s: float, setting: str = "events.redis_url") -> redis.Redis:
+    """A client for ``url`` (decoded replies) without hidden retries: a retried pipeline could
+    XADD twice, so each loop retries itself. A bad URL is a ``ConfigError`` naming ``setting``."""
+    try:
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{setting} {redact(url)!r}: {exc}") from exc
 
 
 def redact(url: str) -> str:
@@ -72,7 +90,108 @@ class PublisherStats:
     last_error: str | None
 
 
-class RedisPublisher:
+class RedisLoop:
+    """One background thread that works against the Redis at ``url`` and survives its outages:
+    on (re)connection it pings and calls ``_on_connect`` (which returns what to log), then
+    calls ``_work`` (how many things it did) until ``close``; when nothing was done it waits
+    ``poll_s`` or until ``notify``. Any error logs once per outage (``waiting`` says what
+    waits meanwhile) and reconnects after a backoff from ``backoff_s[0]`` doubling to
+    ``backoff_s[1]``. Subclasses set their own state, then call ``_start``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        waiting: str,
+        poll_s: float,
+        backoff_s: tuple[float, float],
+        timeout_s: float,
+        setting: str = "events.redis_url",
+    ) -> None:
+        self._client: redis.Redis = redis_client(url, timeout_s, setting)
+        self.url = url
+        self._waiting = waiting
+        self._poll_s = poll_s
+        self._backoff_s = backoff_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._connected = False
+        self._errors = 0
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _start(self) -> None:
+        self._thread.start()
+
+    def notify(self) -> None:
+        """Work now instead of after ``poll_s``."""
+        self._wake.set()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until nothing is left to send (``_idle``); ``False`` when ``timeout`` seconds
+        passed first (Redis down)."""
+        deadline = time.monotonic() + timeout
+        while not self._idle():
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.01)
+        return True
+
+    def _idle(self) -> bool:
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread (what is pending stays local for the next start)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._client.close()
+
+    def _on_connect(self) -> str:
+        raise NotImplementedError
+
+    def _work(self) -> int:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        delay = self._backoff_s[0]
+        while not self._stop.is_set():
+            try:
+                if not self._connected:
+                    self._client.ping()
+                    said = self._on_connect()
+                    self._connected = True
+                    log.info("redis %s: connected (%s)", redact(self.url), said)
+                worked = self._work()
+                delay = self._backoff_s[0]
+                if not worked:
+                    self._wake.wait(self._poll_s)
+                    self._wake.clear()
+            except Exception as exc:
+                self._failed(exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._backoff_s[1])
+
+    def _failed(self, exc: Exception) -> None:
+        self._errors += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        if self._connected or self._errors == 1:
+            level = logging.WARNING if isinstance(exc, redis.ConnectionError) else logging.ERROR
+            log.log(
+                level,
+                "redis %s unavailable (%s); %s",
+                redact(self.url),
+                self._last_error,
+                self._waiting,
+            )
+        self._connected = False
+        self._client.connection_pool.disconnect()
+
+
+class RedisPublisher(RedisLoop):
     """Sends ``store``'s outbox to the Redis at ``url`` from one background thread."""
 
     def __init__(
@@ -90,40 +209,24 @@ class RedisPublisher:
             raise ConfigError("RedisPublisher needs an EventStore opened with outbox=True")
         if maxlen < 1 or batch < 1:
             raise ConfigError(f"redis maxlen and batch must be >= 1, got {maxlen}, {batch}")
-        try:
-            self._client: redis.Redis = redis.Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                # No hidden retries: a retried pipeline could XADD twice; this loop retries.
-                retry=Retry(NoBackoff(), 0),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"events.redis_url {redact(url)!r}: {exc}") from exc
-        self.url = url
+        super().__init__(
+            url,
+            name="redis-outbox",
+            waiting="events stay in the local outbox and are sent when it is back",
+            poll_s=poll_s,
+            backoff_s=backoff_s,
+            timeout_s=timeout_s,
+        )
         self.maxlen = maxlen
         self._store = store
         self._batch = batch
-        self._poll_s = poll_s
-        self._backoff_s = backoff_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._connected = False
         self._sent = 0
         self._adopted = 0
         self._deleted = 0
-        self._errors = 0
-        self._last_error: str | None = None
-        store.add_listener(self._wake.set)
-        self._thread = threading.Thread(target=self._run, name="redis-outbox", daemon=True)
-        self._thread.start()
+        store.add_listener(self._wake.set)  # look at the outbox after each commit adding to it
+        self._start()
 
     # -- control --------------------------------------------------------------------------
-
-    def notify(self) -> None:
-        """Look at the outbox now (the store calls this after each commit that adds to it)."""
-        self._wake.set()
 
     @property
     def stats(self) -> PublisherStats:
@@ -139,65 +242,19 @@ class RedisPublisher:
             last_error=self._last_error,
         )
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until the outbox is empty (everything sent, every XDEL done); ``False`` when
-        ``timeout`` seconds passed first (Redis down)."""
-        deadline = time.monotonic() + timeout
-        while self._store.outbox_backlog() != (0, 0):
-            if time.monotonic() >= deadline:
-                return False
-            self._wake.set()
-            time.sleep(0.01)
-        return True
+    def _idle(self) -> bool:
+        """The outbox is empty: everything sent, every XDEL done (``flush`` waits for it)."""
+        return self._store.outbox_backlog() == (0, 0)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread (what is pending stays in the outbox for the next start)."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-        self._client.close()
+    # -- the thread (RedisLoop) -------------------------------------------------------------
 
-    # -- the thread -----------------------------------------------------------------------
+    def _on_connect(self) -> str:
+        adopted = self._adopt()
+        entries, deletions = self._store.outbox_backlog()
+        return f"{entries} entries and {deletions} deletions to send, {adopted} adopted"
 
-    def _run(self) -> None:
-        delay = self._backoff_s[0]
-        while not self._stop.is_set():
-            try:
-                if not self._connected:
-                    self._client.ping()
-                    adopted = self._adopt()
-                    backlog = self._store.outbox_backlog()
-                    self._connected = True
-                    log.info(
-                        "redis %s: connected (%d entries and %d deletions to send, %d adopted)",
-                        redact(self.url),
-                        *backlog,
-                        adopted,
-                    )
-                worked = self._send_deletes() + self._send_adds()
-                delay = self._backoff_s[0]
-                if not worked:
-                    self._wake.wait(self._poll_s)
-                    self._wake.clear()
-            except Exception as exc:
-                self._failed(exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._backoff_s[1])
-
-    def _failed(self, exc: Exception) -> None:
-        self._errors += 1
-        self._last_error = f"{type(exc).__name__}: {exc}"
-        if self._connected or self._errors == 1:
-            level = logging.WARNING if isinstance(exc, redis.ConnectionError) else logging.ERROR
-            log.log(
-                level,
-                "redis %s unavailable (%s); events stay in the local outbox and are sent "
-                "when it is back",
-                redact(self.url),
-                self._last_error,
-            )
-        self._connected = False
-        self._client.connection_pool.disconnect()
+    def _work(self) -> int:
+        return self._send_deletes() + self._send_adds()
 
     def _adopt(self) -> int:
         """Mark pending rows whose entries are in their streams already (an XADD whose reply

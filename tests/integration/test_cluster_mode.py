@@ -28,7 +28,9 @@ from cluster_site import (
 
 from cluster.distributed.routing import pick_worker
 from cluster.distributed.runtime import open_cluster_node
+from cluster.distributed.worker import LazyFrame
 from cluster.engine import Lane
+from cluster.node import Node
 from smartgate.config import Config
 from smartgate.errors import UnavailableError
 from smartgate.v1 import (
@@ -39,6 +41,7 @@ from smartgate.v1 import (
     registry_pb2,
     registry_pb2_grpc,
     search_pb2,
+    search_pb2_grpc,
 )
 
 pytestmark = pytest.mark.integration
@@ -81,7 +84,7 @@ def test_workers_run_on_separate_nodes(site: ClusterSite) -> None:
 
 
 def test_a_passage_decides_as_in_embedded_mode(
-    site: ClusterSite, channel: grpc.Channel, faces_dir: Path
+    site: ClusterSite, channel: grpc.Channel, node: Node, faces_dir: Path
 ) -> None:
     images = passage(faces_dir, OBAMA_PASSAGE, frames=10)
     site.enroll(faces_dir, "obama", OBAMA_ENROL)
@@ -115,11 +118,25 @@ def test_a_passage_decides_as_in_embedded_mode(
     events = [e for e in site.events() if e.gate == "door-1"]
     assert len(events) == 1
     assert events[0].action == "OPEN" and events[0].person_id == "obama"
-    assert events[0].has_thumbnail  # cut from the frame re-decoded on the frontend
+    assert events[0].has_thumbnail  # cut by the worker: the frontend decoded no frame
     jpeg = site.search.GetEventImage(
         events_pb2.GetEventImageRequest(community="c1", event_id=events[0].id)
     ).jpeg
     assert jpeg[:3] == b"\xff\xd8\xff"
+    # The worker sends each face's thumbnail: the frontend needs no pixels of its own.
+    result = site.engine.process_frame("c1", images[0], gate="door-thumbs")
+    assert result.faces and result.faces[0].thumbnail[:3] == b"\xff\xd8\xff"
+    assert isinstance(result.image, LazyFrame) and not result.image.decoded
+    # The same best shot, cut from the same pixels, as the embedded node's.
+    node.passages.expire(time.time() + 3600)  # its quiet time is longer: end the passage now
+    node.events.writer.flush(5)
+    search = search_pb2_grpc.SearchStub(channel)
+    local = search.QueryEvents(events_pb2.QueryEventsRequest(community="c1")).events
+    [mine] = [e for e in local if e.gate == "door-1"]
+    assert (
+        search.GetEventImage(events_pb2.GetEventImageRequest(community="c1", event_id=mine.id)).jpeg
+        == jpeg
+    )
 
 
 def test_enrolment_and_removal_are_seen_by_every_worker_at_once(
