@@ -155,9 +155,11 @@ def run(
     seconds: float = 3.0,
     settings: Sequence[Setting] = SETTINGS,
     progress: bool = True,
+    detector: str = DETECTOR,
+    embedder: str = EMBEDDER,
 ) -> dict[str, Any]:
     store = ModelStore(models_dir or ModelsConfig().cache_dir)
-    det_model, emb_model = store.load(DETECTOR), store.load(EMBEDDER)
+    det_model, emb_model = store.load(detector), store.load(embedder)
     frames, crops = inputs(1)
     calls = []
     for model, images in ((det_model, frames), (emb_model, crops)):
@@ -234,8 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, help="model cache (default: user cache)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per setting")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--detector", default=DETECTOR, help=f"model name (default {DETECTOR})")
+    parser.add_argument("--embedder", default=EMBEDDER, help=f"model name (default {EMBEDDER})")
     args = parser.parse_args(argv)
-    report = run(args.models_dir, args.seconds)
+    report = run(args.models_dir, args.seconds, detector=args.detector, embedder=args.embedder)
     text = markdown(report)
     print(text)
     if args.json:

@@ -230,6 +230,23 @@ class IndexPolicy:
 
 DEFAULT_POLICY: Final = IndexPolicy()
 
+
+@dataclass(frozen=True)
+class IndexStructure:
+    """A ``"pq"`` index's trained FAISS structure, saved in a face snapshot so that a restore
+    opens at that kind at once (``FaceIndex.export_with_structure``, ``FaceIndex.from_structure``,
+    ``indexer.snapshot``). ``data`` ``(b,)`` uint8: ``faiss.serialize_index`` of its
+    ``IndexPQFastScan`` (codebooks and the 4-bit codes of its rows, ~64 bytes a row;
+    ``compact_structure`` drops the tombstones' before it is saved); ``row_ids`` ``(rows,)``
+    int64: the template id of each of its rows (its labels). ``"hnsw"`` has none: its FAISS
+    serialisation carries the float vectors the snapshot already holds (twice the file) and
+    the kind is not the default."""
+
+    kind: IndexKind
+    row_ids: np.ndarray
+    data: np.ndarray
+
+
 #: Rows copied per read-lock hold while a rebuild snapshots the old index (~8 MB at 512-d).
 _SNAPSHOT_CHUNK: Final = 4096
 #: One background build at a time in the process: restoring many large communities at once
@@ -520,6 +537,37 @@ class _Rows:
 
     def dead_share(self) -> float:
         return self.n_dead / self.n_rows if self.n_rows else 0.0
+
+    def structure(self) -> IndexStructure:
+        """A ``"pq"`` index's FAISS structure and row ids, copied (under the read lock)."""
+        data = faiss.serialize_index(self.index)
+        return IndexStructure(self.kind, self.row_ids[: self.n_rows].copy(), data)
+
+    @classmethod
+    def opened_pq(
+        cls,
+        dim: int,
+        policy: IndexPolicy,
+        index: Any,
+        row_ids: np.ndarray,
+        by_row: np.ndarray,
+        live: np.ndarray,
+    ) -> _Rows:
+        """A ``"pq"`` ``_Rows`` around a deserialised ``IndexPQFastScan`` ``index`` of
+        ``rows`` rows, labelled ``row_ids`` ``(rows,)``: ``by_row`` ``(rows, dim)`` float32 the
+        vectors of its rows (zeros at dead ones), ``live`` ``(rows,)`` bool."""
+        out = cls(dim, "flat", policy)
+        out.kind, out.index, out.store = "pq", index, faiss.IndexFlatIP(dim)
+        n = len(row_ids)
+        out._reserve(n)
+        out.store.add(by_row)
+        out.row_ids[:n] = row_ids
+        out.live[: (n + 7) >> 3] = np.packbits(live, bitorder="little")
+        out.n_rows, out.n_dead = n, n - int(np.count_nonzero(live))
+        if n:  # a later rebuild to flat takes it for its code scan (zeros lie within)
+            out.value_range = (float(by_row.min()), float(by_row.max()))
+        out._refresh_params()
+        return out
 
     def vectors(self) -> np.ndarray:
         """A view of the stored vectors ``(n_rows, dim)``: valid until the next ``append``."""
@@ -950,6 +998,89 @@ class FaceIndex:
         it runs may or may not be in it (a rebuild's swap meanwhile: the rows as of the start)."""
         with self._lock.read():
             rows, end = self._rows, self._rows.n_rows
+        return self._export_rows(rows, end)
+
+    def export_with_structure(self) -> tuple[np.ndarray, np.ndarray, IndexStructure | None]:
+        """``export``, plus a ``"pq"`` index's ``IndexStructure`` (else ``None``) taken under
+        the same read lock as the export's start (a write waits for ``serialize_index``, ~64
+        bytes a row), then compacted to the ids exported (``compact_structure``): its rows are
+        exactly the exported templates, in row order; no code of a removed one is in it."""
+        with self._lock.read():
+            rows, end = self._rows, self._rows.n_rows
+            structure = rows.structure() if rows.kind == "pq" else None
+        ids, vectors = self._export_rows(rows, end)
+        if structure is not None:
+            structure = compact_structure(structure, ids)
+        return ids, vectors, structure
+
+    @classmethod
+    def from_structure(
+        cls,
+        dim: int,
+        policy: IndexPolicy | None,
+        structure: IndexStructure,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+    ) -> FaceIndex:
+        """A ``"pq"`` index opened from a snapshot's ``structure`` (no training, no encoding),
+        holding the templates ``ids`` ``(n,)`` int64 with ``vectors`` ``(n, dim)`` float32:
+        the snapshot's own rows, checked when first added and sealed since, so only their shape
+        is checked here. Rows of the structure with other ids are tombstones. Searches then
+        equal those of the index it was saved from (same codes, rows and live bits).
+
+        ``InvalidInputError`` when it does not fit: not ``"pq"``, not a 4-bit inner-product
+        ``IndexPQFastScan`` of ``dim`` and the policy's sub-quantizers, not as many rows as
+        ``row_ids``, repeated row ids, or an id of ``ids`` not among them.
+        """
+        restored = cls(dim, policy)
+        index = restored._check_structure(structure)
+        ids = np.asarray(ids, np.int64)
+        if vectors.dtype != np.float32 or vectors.shape != (len(ids), dim):
+            raise InvalidInputError(f"vectors {vectors.shape} {vectors.dtype} for {len(ids)} ids")
+        row_ids = np.asarray(structure.row_ids, np.int64)
+        order = np.argsort(row_ids, kind="stable")
+        ordered = row_ids[order]
+        if len(ordered) > 1 and not bool(np.all(ordered[1:] > ordered[:-1])):
+            raise InvalidInputError("the structure's row ids repeat")
+        if len(ids) and not len(ordered):
+            raise InvalidInputError(f"{len(ids)} templates but an empty structure")
+        at = np.minimum(np.searchsorted(ordered, ids), max(len(ordered) - 1, 0))
+        if len(ids) and not bool(np.all(ordered[at] == ids)):
+            raise InvalidInputError("templates of the snapshot are not rows of the structure")
+        rows = order[at]
+        live = np.zeros(len(row_ids), bool)
+        live[rows] = True
+        if len(rows) == len(row_ids) and bool(np.all(rows == np.arange(len(rows)))):
+            by_row = np.ascontiguousarray(vectors)  # the usual case: no dead row, same order
+        else:
+            by_row = np.zeros((len(row_ids), dim), np.float32)
+            by_row[rows] = vectors
+        restored._rows = _Rows.opened_pq(dim, restored._policy, index, row_ids, by_row, live)
+        restored._row_of = dict(zip(ids.tolist(), rows.tolist(), strict=True))
+        restored._maybe_rebuild()  # tombstones past the policy's share: compacted, as before
+        return restored
+
+    def _check_structure(self, structure: IndexStructure) -> Any:
+        """The structure's deserialised FAISS index, checked to be what ``_Rows`` builds."""
+        if structure.kind != "pq":
+            raise InvalidInputError(f"a {structure.kind!r} structure (only pq is restored)")
+        try:
+            index: Any = faiss.deserialize_index(np.ascontiguousarray(structure.data, np.uint8))
+        except RuntimeError as exc:
+            raise InvalidInputError(f"unreadable FAISS structure: {exc}") from exc
+        m = math.gcd(self._policy.pq_m, self._dim)
+        if not isinstance(index, faiss.IndexPQFastScan):
+            raise InvalidInputError(f"a {type(index).__name__}, not an IndexPQFastScan")
+        got = (index.d, index.pq.M, index.pq.nbits, index.metric_type, index.ntotal)
+        want = (self._dim, m, 4, faiss.METRIC_INNER_PRODUCT, len(structure.row_ids))
+        if got != want or not index.is_trained:
+            raise InvalidInputError(
+                f"(dim, sub-quantizers, bits, metric, rows) {got}, expected {want}"
+            )
+        return index
+
+    def _export_rows(self, rows: _Rows, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """The live rows below ``end`` of ``rows`` (this index's now or before a swap)."""
         ids, vectors = np.empty(end, np.int64), np.empty((end, self._dim), np.float32)
         n = 0
         for lo in range(0, end, _SNAPSHOT_CHUNK):
@@ -959,6 +1090,27 @@ class FaceIndex:
             vectors[n : n + len(chunk_ids)] = chunk_vectors
             n += len(chunk_ids)
         return ids[:n], vectors[:n]
+
+
+def compact_structure(structure: IndexStructure, keep: np.ndarray) -> IndexStructure:
+    """``structure`` with only the rows of the template ids ``keep`` ``(n,)``, in their order.
+
+    Tombstones keep their codes in a live ``IndexPQFastScan`` (and ``remove_ids`` leaves
+    stale codes in the unused tail of its last 32-row block): the dropped rows are removed and
+    the tail zeroed, so a saved structure holds no code of a removed (erased) template. The
+    same object when every row is kept.
+    """
+    kept = np.isin(structure.row_ids, keep)
+    if bool(kept.all()):
+        return structure
+    index: Any = faiss.deserialize_index(np.ascontiguousarray(structure.data, np.uint8))
+    index.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(~kept).astype(np.int64)))
+    packer = index.get_CodePacker()
+    zero = np.zeros(packer.code_size, np.uint8)
+    capacity = index.codes.size() // packer.block_size * packer.nvec
+    for row in range(index.ntotal, capacity):
+        packer.pack_1_c(faiss.swig_ptr(zero), row, index.codes.get())
+    return IndexStructure(structure.kind, structure.row_ids[kept], faiss.serialize_index(index))
 
 
 #: A rebuild swaps once at most this many logged writes remain to replay under the write lock

@@ -4,8 +4,9 @@
 and searchably in a ``FaceIndex`` (FAISS), rebuilt from the store when the registry is opened.
 Each index follows the registry's ``IndexPolicy``: exact while small, approximate past the
 policy's threshold, switched (and compacted) by a background rebuild that searches and
-enrolments do not wait for; ``rebuild`` asks for one. A large community reopens exact (a copy
-of the stored vectors, immediate) and turns approximate once its background build is done.
+enrolments do not wait for; ``rebuild`` asks for one. A large community reopens as pq at once
+when its snapshot saved the index's FAISS structure (``FaceIndex.from_structure``), else exact
+(a copy of the stored vectors, immediate), turning approximate once its background build is done.
 
 Consistency and locking:
 
@@ -45,7 +46,14 @@ import native
 from indexer import snapshot
 from indexer.changelog import Retention
 from indexer.crypto import KeyRing
-from indexer.face_index import FaceIndex, IndexKind, IndexPolicy, check_vectors
+from indexer.face_index import (
+    DEFAULT_POLICY,
+    FaceIndex,
+    IndexKind,
+    IndexPolicy,
+    check_vectors,
+    compact_structure,
+)
 from indexer.locks import RWLock
 from indexer.store import Store
 from indexer.types import ROLES, Identification, Person, Role
@@ -109,7 +117,8 @@ class RestoreReport:
     """How a community's templates came back when the registry opened: ``"snapshot"`` (its
     snapshot, plus ``from_store`` templates unsealed from the store, ``dropped`` snapshot rows
     the store no longer holds), ``"store"`` (every template unsealed from the store) or
-    ``"new"`` (created since)."""
+    ``"new"`` (created since). ``structure``: the index opened at once as the kind of the FAISS
+    structure the snapshot saved (else exact, rebuilt behind when the policy says so)."""
 
     source: RestoreSource
     templates: int = 0
@@ -117,6 +126,7 @@ class RestoreReport:
     from_store: int = 0
     dropped: int = 0
     seconds: float = 0.0
+    structure: bool = False
 
     def as_dict(self) -> dict[str, int | float | str]:
         return {
@@ -126,6 +136,7 @@ class RestoreReport:
             "restored_from_store": self.from_store,
             "restored_dropped": self.dropped,
             "restore_s": round(self.seconds, 4),
+            "restored_structure": self.structure,
         }
 
 
@@ -208,14 +219,15 @@ class FaceRegistry:
             snapshot.remove_temporaries(self._store.data_dir)
         for community in self._store.communities():
             started = time.monotonic()
-            persons, ids, keys, blocks, report = self._load(community)
-            state = _Community(self._new_index())
-            if len(blocks) > _MAX_RESTORE_BLOCKS:  # one add, as a full restore does
-                blocks = [np.concatenate(blocks)]
-            done = 0
-            for block in blocks:  # views of the snapshot (no copy) and of the store's rows
-                state.index.add(ids[done : done + len(block)], block)
-                done += len(block)
+            persons, ids, keys, blocks, report, opened = self._load(community)
+            state = _Community(self._new_index() if opened is None else opened)
+            if opened is None:  # else the index holds them already
+                if len(blocks) > _MAX_RESTORE_BLOCKS:  # one add, as a full restore does
+                    blocks = [np.concatenate(blocks)]
+                done = 0
+                for block in blocks:  # views of the snapshot (no copy) and of the store's rows
+                    state.index.add(ids[done : done + len(block)], block)
+                    done += len(block)
             state.owners = _TemplateOwners(ids, keys)
             state.persons = {p.key: p for p in persons}
             self._communities[community] = state
@@ -227,13 +239,16 @@ class FaceRegistry:
                 report.from_store,
                 report.dropped,
                 seconds,
+                report.structure,
             )
             unsaved = report.from_store + report.dropped
+            if report.source == "snapshot" and not report.structure and state.index.rebuilding:
+                unsaved += 1  # no (usable) structure saved: written again once rebuilt
             if unsaved:
                 self._unsaved[community] = _Unsaved(unsaved, started)
             log.info(
                 "community %r: %d templates restored from the %s in %.2f s (%d from the "
-                "snapshot, %d unsealed from the store, %d dropped)",
+                "snapshot, %d unsealed from the store, %d dropped), %s index%s",
                 community,
                 len(ids),
                 report.source,
@@ -241,14 +256,19 @@ class FaceRegistry:
                 report.from_snapshot,
                 report.from_store,
                 report.dropped,
+                state.index.kind,
+                " from its saved structure" if report.structure else "",
             )
 
     def _load(
         self, community: str
-    ) -> tuple[list[Person], np.ndarray, np.ndarray, list[np.ndarray], RestoreReport]:
+    ) -> tuple[
+        list[Person], np.ndarray, np.ndarray, list[np.ndarray], RestoreReport, FaceIndex | None
+    ]:
         """A community's persons, template ids ``(n,)`` ascending, owners ``(n,)`` and vectors
         as blocks ``(n_i, dim)`` that stack to ``(n, dim)`` in id order: from its snapshot
-        plus the store's changes since, else from the store."""
+        plus the store's changes since, else from the store; and its index already holding
+        them, opened from the snapshot's saved structure, when it has a usable one."""
         path = snapshot.snapshot_path(self._store.data_dir, community)
         found = None
         if self.snapshots.snapshots:
@@ -270,17 +290,66 @@ class FaceRegistry:
             ):
                 raise RuntimeError(f"{self._store.path} changed while it was restored")
             blocks = _blocks(hits, plan.snapshot_rows, found.vectors, got)
+            opened = self._open_structure(community, found, plan, got)
             report = RestoreReport(
                 "snapshot",
                 from_snapshot=int(plan.from_snapshot.sum()),
                 from_store=len(plan.missing),
                 dropped=plan.dropped,
+                structure=opened is not None,
             )
-            return owners.persons, ids, keys, blocks, report
+            return owners.persons, ids, keys, blocks, report, opened
         stored = self._store.face_templates(community, self.dim)
         n = len(stored.template_ids)
         report = RestoreReport("store", from_store=n)
-        return stored.persons, stored.template_ids, stored.person_keys, [stored.embeddings], report
+        embeddings = [stored.embeddings]
+        return stored.persons, stored.template_ids, stored.person_keys, embeddings, report, None
+
+    def _open_structure(
+        self,
+        community: str,
+        found: snapshot.FaceSnapshot,
+        plan: snapshot.RestorePlan,
+        got: np.ndarray,
+    ) -> FaceIndex | None:
+        """The community's index opened as the kind of its snapshot's saved FAISS structure
+        (``FaceIndex.from_structure``), then brought up to the store through the normal paths:
+        snapshot rows the store no longer holds removed (tombstones), the templates stored
+        since (``plan.missing``, vectors ``got`` ``(m, dim)``) added. ``None`` when there is
+        no structure, the policy wants another kind for the store's count, or it does not fit
+        (warned): the caller restores exact and the policy rebuilds behind."""
+        structure = found.structure
+        if structure is None:
+            return None
+        live = len(plan.from_snapshot)
+        wanted = (self.policy or DEFAULT_POLICY).kind_for(live, structure.kind)
+        if wanted != structure.kind:
+            log.info(
+                "community %r: the snapshot's %s structure ignored (the policy wants %s for "
+                "%d templates)",
+                community,
+                structure.kind,
+                wanted,
+                live,
+            )
+            return None
+        try:
+            index = FaceIndex.from_structure(
+                self.dim, self.policy, structure, found.template_ids, found.vectors
+            )
+        except InvalidInputError as exc:
+            log.warning(
+                "community %r: the index structure in its snapshot ignored (restoring exact, "
+                "rebuilt behind): %s",
+                community,
+                exc,
+            )
+            return None
+        kept = np.zeros(len(found.template_ids), bool)
+        kept[plan.snapshot_rows[plan.from_snapshot]] = True
+        index.remove(found.template_ids[~kept])
+        index.add(plan.missing, got)
+        return index
 
     @property
     def store(self) -> Store:
@@ -408,17 +477,21 @@ class FaceRegistry:
                 unsaved.changes, unsaved.since = 0, None
             tmp: Path | None = None
             try:
-                ids, vectors = state.index.export()
+                ids, vectors, structure = state.index.export_with_structure()
                 with self._rw.read():
                     keys = state.owners.lookup(ids)
                 known = keys >= 0  # removed since the export
                 ids, keys, vectors = ids[known], keys[known], vectors[known]
+                if structure is not None and not bool(known.all()):
+                    structure = compact_structure(structure, ids)  # no code of theirs either
                 if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
                     order = np.argsort(ids)
                     ids, keys, vectors = ids[order], keys[order], vectors[order]
                 path = self.snapshot_path(community)
                 if len(ids):
-                    tmp = snapshot.write_temp(path, self._store.keys, community, ids, keys, vectors)
+                    tmp = snapshot.write_temp(
+                        path, self._store.keys, community, ids, keys, vectors, structure=structure
+                    )
                 with self._snap_cond:
                     if self._unsaved[community].erasures != erasures:
                         self._defer(community, taken, locked=True)

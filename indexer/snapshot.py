@@ -13,16 +13,29 @@ File layout (``write_snapshot``), all integers little-endian::
 
     magic b"SGFSNAP\\n" | u32 header length | header (JSON, UTF-8)
     chunks: u32 rows | u32 blob length | blob   (ceil(count / chunk_rows) of them)
+    version 2 with a structure: u32 plaintext bytes | u32 blob length | blob   (its chunks)
 
 The header names the format ``version``, ``dim``, ``community``, ``count``, ``chunk_rows``,
-``created_at`` and a random ``snapshot_id``. Each blob is ``KeyRing.seal`` (AES-256-GCM) of
-``ids (rows, int64) | person keys (rows, int64) | vectors (rows, dim, float32)``, with the
+``created_at``, a random ``snapshot_id`` and (version 2) ``structure``: ``null``, or what the
+structure chunks hold (``StructureInfo``: its own ``format``, ``kind``, ``rows``, ``bytes``,
+``chunk_bytes`` and the ``sha256`` of its plaintext). Each blob is ``KeyRing.seal`` (AES-256-GCM)
+of ``ids (rows, int64) | person keys (rows, int64) | vectors (rows, dim, float32)``, with the
 header and the chunk's number as associated data: nothing of a face is readable without the
 data key, and a chunk moved to another position, snapshot or community, or a header altered,
 fails to open. Files are written atomically (a temporary file in the same folder, fsync,
 rename, fsync of the folder). ``read_snapshot`` returns ``None``, with a logged warning, for a
 file that is corrupt, truncated, of another format version, community or dimension, or sealed
-with a key the ring lacks: the caller restores from the store instead.
+with a key the ring lacks: the caller restores from the store instead. Version 1 files (no
+structure) still load.
+
+The structure (version 2, a ``"pq"`` index: ``indexer.face_index.IndexStructure``) is the
+plaintext ``row ids (rows, int64) | faiss.serialize_index bytes`` cut into ``chunk_bytes``
+pieces, each sealed like the rows with ``faces-snapshot-structure|header|number`` as associated
+data. A structure that cannot be used (a chunk that fails to open, truncated, trailing bytes,
+another checksum, size, kind or structure format) is dropped with a warning and the snapshot's
+rows still load (``FaceSnapshot.structure`` is ``None``): the caller restores exact and
+rebuilds. Whether it fits the rows and the index policy is ``FaceIndex.from_structure``'s and
+the registry's check.
 """
 
 from __future__ import annotations
@@ -43,12 +56,17 @@ from typing import Any, BinaryIO, Final
 import numpy as np
 
 from indexer.crypto import KeyRing
+from indexer.face_index import INDEX_KINDS, IndexStructure
 from smartgate.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 MAGIC: Final = b"SGFSNAP\n"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+#: Snapshot format versions this code reads (1: no ``structure`` in the header).
+READABLE_VERSIONS: Final = (1, 2)
+#: The structure section's own format (``StructureInfo.format``).
+STRUCTURE_FORMAT: Final = 1
 #: The folder of a data directory that holds its communities' face snapshots.
 SNAPSHOT_DIR: Final = "face-snapshots"
 SUFFIX: Final = ".snap"
@@ -64,6 +82,62 @@ class SnapshotError(Exception):
 
 
 @dataclass(frozen=True)
+class StructureInfo:
+    """The header's description of a sealed ``IndexStructure``: ``rows`` row ids and ``bytes``
+    of FAISS serialisation, cut into ``chunk_bytes`` chunks, ``sha256`` of the whole plaintext
+    (row ids then FAISS bytes)."""
+
+    format: int
+    kind: str
+    rows: int
+    bytes: int
+    chunk_bytes: int
+    sha256: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "bytes": self.bytes,
+            "chunk_bytes": self.chunk_bytes,
+            "format": self.format,
+            "kind": self.kind,
+            "rows": self.rows,
+            "sha256": self.sha256,
+        }
+
+    @classmethod
+    def parse(cls, fields: dict[str, Any]) -> StructureInfo:
+        """``SnapshotError`` unless ``fields`` describe a structure this code reads."""
+        try:
+            info = cls(
+                int(fields["format"]),
+                str(fields["kind"]),
+                int(fields["rows"]),
+                int(fields["bytes"]),
+                int(fields["chunk_bytes"]),
+                str(fields["sha256"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SnapshotError(f"unreadable structure description: {exc!r}") from exc
+        if info.format != STRUCTURE_FORMAT:
+            raise SnapshotError(
+                f"structure format {info.format}, this code reads {STRUCTURE_FORMAT}"
+            )
+        if info.kind not in INDEX_KINDS:
+            raise SnapshotError(f"structure of unknown kind {info.kind!r}")
+        if info.rows < 0 or info.bytes < 1 or info.chunk_bytes < 1:
+            raise SnapshotError(f"implausible structure {info}")
+        return info
+
+    @property
+    def plain_bytes(self) -> int:
+        return 8 * self.rows + self.bytes
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.plain_bytes // self.chunk_bytes)
+
+
+@dataclass(frozen=True)
 class SnapshotHeader:
     """What a snapshot holds; its JSON encoding is the associated data of every chunk."""
 
@@ -74,9 +148,11 @@ class SnapshotHeader:
     chunk_rows: int
     created_at: float
     snapshot_id: str
+    #: Version 2: the structure's description (``StructureInfo.as_json``), or ``None``.
+    structure: dict[str, Any] | None = None
 
     def encode(self) -> bytes:
-        fields = {
+        fields: dict[str, Any] = {
             "chunk_rows": self.chunk_rows,
             "community": self.community,
             "count": self.count,
@@ -85,6 +161,8 @@ class SnapshotHeader:
             "snapshot_id": self.snapshot_id,
             "version": self.version,
         }
+        if self.version >= 2:
+            fields["structure"] = self.structure
         return json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8")
 
     @property
@@ -100,6 +178,7 @@ class FaceSnapshot:
     template_ids: np.ndarray  # (n,) int64, strictly ascending
     person_keys: np.ndarray  # (n,) int64, owner of each template
     vectors: np.ndarray  # (n, dim) float32
+    structure: IndexStructure | None = None  # the index's FAISS structure, when saved
 
 
 def snapshot_dir(data_dir: Path) -> Path:
@@ -122,6 +201,19 @@ def _chunk_ad(header: bytes, index: int) -> bytes:
     return b"faces-snapshot|" + header + b"|" + str(index).encode("ascii")
 
 
+def _structure_ad(header: bytes, index: int) -> bytes:
+    return b"faces-snapshot-structure|" + header + b"|" + str(index).encode("ascii")
+
+
+def _structure_plain(structure: IndexStructure) -> bytes:
+    """The structure's plaintext: row ids ``(rows,)`` little-endian int64, then FAISS bytes."""
+    row_ids = np.ascontiguousarray(structure.row_ids, "<i8")
+    data = np.ascontiguousarray(structure.data, np.uint8)
+    if row_ids.ndim != 1 or data.ndim != 1 or len(data) == 0:
+        raise ValueError(f"structure arrays: row ids {row_ids.shape}, data {data.shape}")
+    return row_ids.tobytes() + data.tobytes()
+
+
 # -- writing ------------------------------------------------------------------------------
 
 
@@ -135,9 +227,12 @@ def write_snapshot(
     *,
     created_at: float | None = None,
     chunk_rows: int | None = None,
+    structure: IndexStructure | None = None,
+    structure_chunk_bytes: int = CHUNK_BYTES,
 ) -> SnapshotHeader:
     """Seal the templates (ids ``(n,)`` int64 strictly ascending, owners ``(n,)`` int64,
-    vectors ``(n, dim)`` float32) into ``path``, atomically; see the module docstring."""
+    vectors ``(n, dim)`` float32), and the index's ``structure`` when given, into ``path``,
+    atomically; see the module docstring."""
     tmp = write_temp(
         path,
         keys,
@@ -147,6 +242,8 @@ def write_snapshot(
         vectors,
         created_at=created_at,
         chunk_rows=chunk_rows,
+        structure=structure,
+        structure_chunk_bytes=structure_chunk_bytes,
     )
     header = read_header_of(tmp)
     publish(tmp, path)
@@ -163,6 +260,8 @@ def write_temp(
     *,
     created_at: float | None = None,
     chunk_rows: int | None = None,
+    structure: IndexStructure | None = None,
+    structure_chunk_bytes: int = CHUNK_BYTES,
 ) -> Path:
     """``write_snapshot`` up to the rename: returns the fsynced temporary file beside ``path``
     (``publish`` puts it in place; the caller unlinks it to give up)."""
@@ -177,6 +276,17 @@ def write_temp(
         raise ValueError("snapshot template ids must be strictly ascending")
     dim = int(rows.shape[1])
     per_chunk = chunk_rows_for(dim) if chunk_rows is None else int(chunk_rows)
+    plain = b"" if structure is None else _structure_plain(structure)
+    info = None
+    if structure is not None:
+        info = StructureInfo(
+            format=STRUCTURE_FORMAT,
+            kind=structure.kind,
+            rows=len(structure.row_ids),
+            bytes=len(plain) - 8 * len(structure.row_ids),
+            chunk_bytes=max(1, int(structure_chunk_bytes)),
+            sha256=hashlib.sha256(plain).hexdigest(),
+        )
     header = SnapshotHeader(
         version=FORMAT_VERSION,
         community=community,
@@ -185,6 +295,7 @@ def write_temp(
         chunk_rows=max(1, per_chunk),
         created_at=time.time() if created_at is None else float(created_at),
         snapshot_id=secrets.token_hex(8),
+        structure=None if info is None else info.as_json(),
     )
     encoded = header.encode()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -195,9 +306,15 @@ def write_temp(
             f.write(MAGIC + _U32.pack(len(encoded)) + encoded)
             for index, lo in enumerate(range(0, header.count, header.chunk_rows)):
                 hi = min(header.count, lo + header.chunk_rows)
-                plain = ids[lo:hi].tobytes() + owners[lo:hi].tobytes() + rows[lo:hi].tobytes()
-                blob = keys.seal(plain, _chunk_ad(encoded, index))
+                chunk = ids[lo:hi].tobytes() + owners[lo:hi].tobytes() + rows[lo:hi].tobytes()
+                blob = keys.seal(chunk, _chunk_ad(encoded, index))
                 f.write(_CHUNK_HEAD.pack(hi - lo, len(blob)) + blob)
+            if info is not None:
+                view = memoryview(plain)
+                for index, lo in enumerate(range(0, len(plain), info.chunk_bytes)):
+                    piece = bytes(view[lo : lo + info.chunk_bytes])
+                    blob = keys.seal(piece, _structure_ad(encoded, index))
+                    f.write(_CHUNK_HEAD.pack(len(piece), len(blob)) + blob)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
@@ -285,13 +402,16 @@ def _parse_header(f: BinaryIO) -> tuple[SnapshotHeader, bytes]:
             chunk_rows=int(fields["chunk_rows"]),
             created_at=float(fields["created_at"]),
             snapshot_id=str(fields["snapshot_id"]),
+            structure=fields["structure"] if int(fields["version"]) >= 2 else None,
         )
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise SnapshotError(f"unreadable header: {exc!r}") from exc
     if header.encode() != encoded:
         raise SnapshotError("header is not in canonical form")
-    if header.version != FORMAT_VERSION:
-        raise SnapshotError(f"format version {header.version}, this code reads {FORMAT_VERSION}")
+    if header.version not in READABLE_VERSIONS:
+        raise SnapshotError(f"format version {header.version}, this code reads {READABLE_VERSIONS}")
+    if header.structure is not None and not isinstance(header.structure, dict):
+        raise SnapshotError(f"structure {header.structure!r} is not an object")
     if header.dim < 1 or header.count < 0 or header.chunk_rows < 1:
         raise SnapshotError(f"implausible header {header}")
     return header, encoded
@@ -305,8 +425,42 @@ def _chunks(f: BinaryIO, header: SnapshotHeader) -> Iterator[tuple[int, int, byt
         if rows != expected:
             raise SnapshotError(f"chunk {index} holds {rows} rows, expected {expected}")
         yield index, rows, _read_exact(f, length, f"chunk {index}")
-    if f.read(1):
+    if header.structure is None and f.read(1):
         raise SnapshotError("bytes after the last chunk")
+
+
+def _read_structure(
+    f: BinaryIO, header: SnapshotHeader, encoded: bytes, keys: KeyRing
+) -> IndexStructure:
+    """The structure section after the rows' chunks (``SnapshotError`` when unusable)."""
+    assert header.structure is not None
+    info = StructureInfo.parse(header.structure)
+    if info.rows < header.count:
+        raise SnapshotError(f"structure of {info.rows} rows for {header.count} templates")
+    plain = bytearray()
+    for index in range(info.chunks):
+        size, length = _CHUNK_HEAD.unpack(
+            _read_exact(f, _CHUNK_HEAD.size, f"structure chunk {index}")
+        )
+        expected = min(info.chunk_bytes, info.plain_bytes - index * info.chunk_bytes)
+        if size != expected:
+            raise SnapshotError(f"structure chunk {index} of {size} bytes, expected {expected}")
+        blob = _read_exact(f, length, f"structure chunk {index}")
+        try:
+            piece = keys.open(blob, _structure_ad(encoded, index))
+        except ConfigError as exc:
+            raise SnapshotError(f"structure chunk {index}: {exc}") from exc
+        if len(piece) != size:
+            raise SnapshotError(f"structure chunk {index} opened to {len(piece)} bytes")
+        plain += piece
+    if f.read(1):
+        raise SnapshotError("bytes after the structure's last chunk")
+    if hashlib.sha256(plain).hexdigest() != info.sha256:
+        raise SnapshotError("structure checksum mismatch")
+    row_ids = np.frombuffer(plain, "<i8", info.rows).astype(np.int64)
+    data = np.frombuffer(plain, np.uint8, info.bytes, 8 * info.rows).copy()
+    kind: Any = info.kind
+    return IndexStructure(kind, row_ids, data)
 
 
 def load_snapshot(path: Path, keys: KeyRing, community: str, dim: int) -> FaceSnapshot:
@@ -334,9 +488,21 @@ def load_snapshot(path: Path, keys: KeyRing, community: str, dim: int) -> FaceSn
             vectors[lo : lo + rows] = np.frombuffer(plain, "<f4", rows * dim, 16 * rows).reshape(
                 rows, dim
             )
-    if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
-        raise SnapshotError("template ids are not strictly ascending")
-    return FaceSnapshot(header, ids, owners, vectors)
+        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            raise SnapshotError("template ids are not strictly ascending")
+        structure = None
+        if header.structure is not None:
+            try:
+                structure = _read_structure(f, header, encoded, keys)
+            except SnapshotError as exc:
+                log.warning(
+                    "the index structure in face snapshot %s of community %r ignored (its "
+                    "templates restored exact, the index rebuilt behind): %s",
+                    path,
+                    community,
+                    exc,
+                )
+    return FaceSnapshot(header, ids, owners, vectors, structure)
 
 
 def read_snapshot(path: Path, keys: KeyRing, community: str, dim: int) -> FaceSnapshot | None:

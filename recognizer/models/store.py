@@ -142,10 +142,17 @@ class ModelStore:
         mpath = self.manifest_path(name)
         entry = CATALOG.get(name)
         if entry is None:
+            # Variants derived locally from a built-in model (imports onnx only when asked).
+            from recognizer.models.derived import DERIVED, load_derived
+
+            if name in DERIVED:
+                got = load_derived(self.cache_dir, name, self._base_for_derived)
+                return LoadedModel(manifest=got.manifest, path=got.path)
             if mpath.is_file():
                 return self._load_operator(mpath)
+            known = ", ".join([*CATALOG, *DERIVED])
             raise ModelMissingError(
-                f"model '{name}' is neither a built-in model ({', '.join(CATALOG)}) nor in "
+                f"model '{name}' is neither a built-in model ({known}) nor in "
                 f"{self.cache_dir}; give the path to its manifest JSON instead"
             )
         if not mpath.is_file():
@@ -160,6 +167,10 @@ class ModelStore:
                 f"entry than this smartgate's; {FETCH_HINT}"
             )
         return self._verified(manifest, mpath, FETCH_HINT)
+
+    def _base_for_derived(self, name: str) -> tuple[ModelManifest, Path]:
+        model = self._load_cached(name)
+        return model.manifest, model.path
 
     def _load_operator(self, mpath: Path) -> LoadedModel:
         if not mpath.is_file():

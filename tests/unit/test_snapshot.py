@@ -8,6 +8,7 @@ same persons.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -15,12 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pytest
 
 from cluster.audit.commands import rotate_keys
 from indexer import snapshot
 from indexer.crypto import KeyRing, new_key
+from indexer.face_index import FaceIndex, IndexPolicy, IndexStructure
 from indexer.registry import FaceRegistry
 from smartgate.config import IndexConfig, PrivacyConfig
 
@@ -523,3 +526,374 @@ def test_index_config_from_the_environment_and_its_checks() -> None:
     assert config.index == IndexConfig(snapshots=False, snapshot_every_changes=5)
     with pytest.raises(ConfigError, match="snapshot_interval_s"):
         IndexConfig(snapshot_interval_s=-1)
+
+
+# -- the saved FAISS structure (pq) ------------------------------------------------------------
+
+#: pq from 200 templates; 2 x k candidates re-scored, so the result depends on the PQ codes (and
+#: a restore that trained or encoded anything differently would show).
+PQ = IndexPolicy(exact_below=200, pq_rerank=2)
+K = 10
+
+
+def open_pq(data: Path, keys: KeyRing, policy: IndexPolicy = PQ) -> FaceRegistry:
+    return FaceRegistry(data, DIM, policy=policy, keys=keys, snapshots=MANUAL)
+
+
+def index_of(reg: FaceRegistry, community: str = "c1") -> FaceIndex:
+    return reg._communities[community].index
+
+
+def rebuild_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "face-index-rebuild"]
+
+
+def pq_community(data: Path, keys: KeyRing, rng: np.random.Generator) -> None:
+    """A pq community of 600 templates, p5's 3 erased (tombstones), and its snapshot, written
+    with the structure."""
+    with open_pq(data, keys) as reg:
+        for i in range(300):
+            reg.enroll("c1", f"p{i}", unit_rows(rng, 1 + i % 3))
+        index = index_of(reg)
+        assert index.wait_rebuild(30) and index.kind == "pq" and index.ntotal == 600
+        reg.remove("c1", "p5")
+        assert index.tombstones == 3 and not index.rebuilding
+        assert reg.write_snapshot("c1")
+
+
+def test_a_structure_round_trips_sealed(
+    tmp_path: Path, keys: KeyRing, rng: np.random.Generator
+) -> None:
+    ids = np.arange(1, 41, dtype=np.int64)
+    vectors = unit_rows(rng, 40)
+    pq = faiss.IndexPQFastScan(DIM, 32, 4, faiss.METRIC_INNER_PRODUCT)
+    pq.train(unit_rows(rng, 256))
+    pq.add(vectors)
+    row_ids = np.concatenate([ids[:10], [999], ids[10:]])  # a dead row among them
+    data = faiss.serialize_index(pq)
+    structure = IndexStructure("pq", row_ids, data)
+    path = snapshot.snapshot_path(tmp_path, "c1")
+    header = snapshot.write_snapshot(
+        path, keys, "c1", ids, ids, vectors, structure=structure, structure_chunk_bytes=1000
+    )
+    assert header.version == snapshot.FORMAT_VERSION == 2
+    info = snapshot.StructureInfo.parse(header.structure or {})
+    assert (info.kind, info.rows, info.bytes) == ("pq", 41, len(data))
+    assert info.chunks == -(-(41 * 8 + len(data)) // 1000) > 1
+    loaded = snapshot.load_snapshot(path, keys, "c1", DIM)
+    assert loaded.structure is not None and loaded.structure.kind == "pq"
+    np.testing.assert_array_equal(loaded.structure.row_ids, row_ids)
+    assert loaded.structure.data.tobytes() == data.tobytes()
+    raw = path.read_bytes()
+    assert data.tobytes()[-256:] not in raw and row_ids.astype("<i8").tobytes() not in raw
+    flat = snapshot.write_snapshot(path, keys, "c1", ids, ids, vectors)
+    assert (
+        flat.structure is None and snapshot.load_snapshot(path, keys, "c1", DIM).structure is None
+    )
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_a_pq_snapshot_reopens_as_pq_at_once_with_the_same_searches(
+    tmp_path: Path, keys: KeyRing, rng: np.random.Generator, log: bool
+) -> None:
+    data = tmp_path / "data"
+    with open_pq(data, keys) as reg:
+        for i in range(300):
+            reg.enroll("c1", f"p{i}", unit_rows(rng, 1 + i % 3))
+        index = index_of(reg)
+        assert index.wait_rebuild(30) and index.kind == "pq" and index.tombstones == 0
+        assert reg.write_snapshot("c1")
+        old = snapshot.snapshot_path(data, "c1").read_bytes()
+        stored = reg.store.face_templates("c1", DIM).embeddings
+        queries = np.concatenate([stored[::30][:20], unit_rows(rng, 20)])
+        if log:  # after the snapshot: adds, replacements, removals (of snapshot rows)
+            for i in range(12):
+                reg.enroll("c1", f"q{i}", unit_rows(rng, 2))
+            reg.enroll("c1", "p7", unit_rows(rng, 2), replace=True)
+            reg.enroll("c1", "p8", unit_rows(rng, 1), replace=True)
+            assert reg.remove("c1", "p11") == 3
+        assert index.kind == "pq" and not index.rebuilding
+        live_sims, live_ids = index.search(queries, K)  # the saved index (plus the log)
+        live_faiss = faiss.serialize_index(index._rows.index).tobytes()
+        live = state(reg, "c1")
+        # The comparison can fail: pq's answers are not the exact ones here.
+        exact = np.argsort(-(queries @ live["vectors"].T), axis=1)[:, :K]
+        assert not np.array_equal(live["ids"][exact], live_ids)
+    snapshot.snapshot_path(data, "c1").write_bytes(old)  # the snapshot before the log
+    before = len(rebuild_threads())
+    with open_pq(data, keys) as reg:
+        report = reg.restore_report("c1")
+        index = index_of(reg)
+        assert (report.source, report.structure) == ("snapshot", True)
+        assert (report.from_store, report.dropped) == ((24 + 3, 3 + 2 + 3) if log else (0, 0))
+        assert index.kind == "pq" and not index.rebuilding
+        assert len(rebuild_threads()) == before
+        sims, ids = index.search(queries, K)
+        np.testing.assert_array_equal(ids, live_ids)
+        assert sims.tobytes() == live_sims.tobytes()
+        assert faiss.serialize_index(index._rows.index).tobytes() == live_faiss
+        assert index.tombstones == (8 if log else 0)
+        restored = state(reg, "c1")
+        hit = reg.identify("c1", reg.person_embeddings("c1", "p20")[:1], 0.5, 0.05)[0]
+        assert hit.person is not None and hit.person.person_id == "p20"
+    assert_same(restored, live)
+    assert_same(restored, full_restore(data, keys, "c1"))
+
+
+def unpacked_codes(index: Any) -> np.ndarray:
+    """Every code slot of a fast-scan ``index``, the unused tail of its last block too:
+    ``(slots, code_size)`` uint8, in the encoder's layout."""
+    packer = index.get_CodePacker()
+    slots = index.codes.size() // packer.block_size * packer.nvec
+    out = np.zeros((slots, packer.code_size), np.uint8)
+    for row in range(slots):
+        packer.unpack_1_c(index.codes.get(), row, faiss.swig_ptr(out[row]))
+    return out
+
+
+def test_a_saved_structure_holds_no_code_of_a_removed_template(
+    tmp_path: Path, keys: KeyRing, rng: np.random.Generator
+) -> None:
+    data = tmp_path / "data"
+    with open_pq(data, keys) as reg:
+        for i in range(300):
+            reg.enroll("c1", f"p{i}", unit_rows(rng, 1 + i % 3))
+        index = index_of(reg)
+        assert index.wait_rebuild(30) and index.kind == "pq"
+        pq = index._rows.index
+        # The layout compared is the encoder's (so the check below can fail).
+        encoded = pq.pq.compute_codes(index._rows.vectors())
+        np.testing.assert_array_equal(unpacked_codes(pq)[:600], encoded)
+        gone = np.concatenate([reg.person_embeddings("c1", f"p{i}") for i in (5, 6, 40)])
+        gone_codes = pq.pq.compute_codes(gone)
+        for i in (5, 6, 40):  # erasures: tombstones in the live index, their codes with them
+            reg.remove("c1", f"p{i}")
+        assert index.tombstones == 6 and bool(
+            (unpacked_codes(pq)[:, None] == gone_codes[None]).all(2).any()
+        )
+        assert reg.write_snapshot("c1")
+        live_ids = state(reg, "c1")["ids"]
+    saved = _saved(snapshot.snapshot_path(data, "c1"), keys)
+    np.testing.assert_array_equal(np.sort(saved.row_ids), live_ids)
+    structure = faiss.deserialize_index(saved.data)
+    slots = unpacked_codes(structure)
+    assert structure.ntotal == len(live_ids) == 594 and len(slots) == 19 * 32
+    assert not bool((slots[:, None] == gone_codes[None]).all(2).any())
+    assert not slots[594:].any()  # the last block's unused tail zeroed
+    with open_pq(data, keys) as reg:
+        index = index_of(reg)
+        assert reg.restore_report("c1").structure and index.kind == "pq"
+        assert index.tombstones == 0
+        stored = reg.store.face_templates("c1", DIM)
+        sims, ids = index.search(stored.embeddings, 1)  # codes, vectors and ids line up
+        np.testing.assert_array_equal(ids[:, 0], stored.template_ids)
+        np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-5)
+
+
+def _rewrite(path: Path, keys: KeyRing, structure: IndexStructure) -> None:
+    """The snapshot's rows again, with ``structure``."""
+    loaded = snapshot.load_snapshot(path, keys, "c1", DIM)
+    ids, owners, vectors = loaded.template_ids, loaded.person_keys, loaded.vectors
+    snapshot.write_snapshot(path, keys, "c1", ids, owners, vectors, structure=structure)
+
+
+def _saved(path: Path, keys: KeyRing) -> IndexStructure:
+    structure = snapshot.load_snapshot(path, keys, "c1", DIM).structure
+    assert structure is not None
+    return structure
+
+
+def _last_chunk(raw: bytes) -> int:
+    """Where the file's last chunk (u32 | u32 length | blob) starts."""
+    at = len(snapshot.MAGIC) + 4 + int.from_bytes(raw[8:12], "little")
+    last = at
+    while at < len(raw):
+        last = at
+        at += 8 + int.from_bytes(raw[at + 4 : at + 8], "little")
+    return last
+
+
+def _s_flip_byte(path: Path, keys: KeyRing) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x01  # in the last structure chunk's tag
+    path.write_bytes(bytes(raw))
+
+
+def _s_truncated(path: Path, keys: KeyRing) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _s_chunk_dropped(path: Path, keys: KeyRing) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: _last_chunk(raw)])  # the rows whole, the structure gone
+
+
+def _s_trailing(path: Path, keys: KeyRing) -> None:
+    path.write_bytes(path.read_bytes() + b"\0")
+
+
+def _s_checksum(path: Path, keys: KeyRing) -> None:
+    """A structure byte changed and the chunk sealed again (as only the key holder can)."""
+    raw = path.read_bytes()
+    encoded = snapshot.read_header_of(path).encode()
+    at = _last_chunk(raw)
+    ad = snapshot._structure_ad(encoded, 0)
+    plain = bytearray(keys.open(raw[at + 8 :], ad))
+    plain[-1] ^= 0x01
+    blob = keys.seal(bytes(plain), ad)
+    path.write_bytes(raw[:at] + raw[at : at + 4] + len(blob).to_bytes(4, "little") + blob)
+
+
+def _s_other_kind(path: Path, keys: KeyRing) -> None:
+    saved = _saved(path, keys)
+    _rewrite(path, keys, IndexStructure("hnsw", saved.row_ids, saved.data))
+
+
+def _s_not_fast_scan(path: Path, keys: KeyRing) -> None:
+    saved = _saved(path, keys)
+    flat = faiss.IndexFlatIP(DIM)
+    flat.add(np.zeros((len(saved.row_ids), DIM), np.float32))
+    _rewrite(path, keys, IndexStructure("pq", saved.row_ids, faiss.serialize_index(flat)))
+
+
+def _s_other_dim(path: Path, keys: KeyRing) -> None:
+    saved = _saved(path, keys)
+    rng = np.random.default_rng(5)
+    narrow = faiss.IndexPQFastScan(16, 16, 4, faiss.METRIC_INNER_PRODUCT)
+    narrow.train(unit_rows(rng, 512, 16))
+    narrow.add(unit_rows(rng, len(saved.row_ids), 16))
+    _rewrite(path, keys, IndexStructure("pq", saved.row_ids, faiss.serialize_index(narrow)))
+
+
+def _s_other_rows(path: Path, keys: KeyRing) -> None:
+    saved = _saved(path, keys)
+    row_ids = saved.row_ids.copy()
+    row_ids[100] = 10**9  # a template of the snapshot is no row of it
+    _rewrite(path, keys, IndexStructure("pq", row_ids, saved.data))
+
+
+def _s_row_count(path: Path, keys: KeyRing) -> None:
+    saved = _saved(path, keys)
+    _rewrite(path, keys, IndexStructure("pq", np.append(saved.row_ids, 10**9), saved.data))
+
+
+def _s_repeated_rows(path: Path, keys: KeyRing) -> None:
+    saved = _saved(path, keys)
+    row_ids = saved.row_ids.copy()
+    row_ids[1] = row_ids[0]
+    _rewrite(path, keys, IndexStructure("pq", row_ids, saved.data))
+
+
+def _s_not_faiss(path: Path, keys: KeyRing) -> None:
+    saved = _saved(path, keys)
+    junk = np.frombuffer(np.random.default_rng(2).bytes(4000), np.uint8)
+    _rewrite(path, keys, IndexStructure("pq", saved.row_ids, junk))
+
+
+def _s_format(path: Path, keys: KeyRing) -> None:
+    saved = _saved(path, keys)
+    real = snapshot.STRUCTURE_FORMAT
+    snapshot.STRUCTURE_FORMAT = 99  # type: ignore[misc]  # a newer writer's
+    try:
+        _rewrite(path, keys, saved)
+    finally:
+        snapshot.STRUCTURE_FORMAT = real  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _s_flip_byte,
+        _s_truncated,
+        _s_chunk_dropped,
+        _s_trailing,
+        _s_checksum,
+        _s_other_kind,
+        _s_not_fast_scan,
+        _s_other_dim,
+        _s_other_rows,
+        _s_row_count,
+        _s_repeated_rows,
+        _s_not_faiss,
+        _s_format,
+    ],
+)
+def test_a_bad_structure_is_ignored_and_the_index_rebuilt_behind(
+    tmp_path: Path,
+    keys: KeyRing,
+    rng: np.random.Generator,
+    damage: Callable[[Path, KeyRing], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = tmp_path / "data"
+    pq_community(data, keys, rng)
+    path = snapshot.snapshot_path(data, "c1")
+    damage(path, keys)
+    caplog.set_level(logging.INFO)
+    with open_pq(data, keys) as reg:
+        report = reg.restore_report("c1")
+        index = index_of(reg)
+        assert (report.source, report.structure, report.from_snapshot) == ("snapshot", False, 597)
+        assert index.kind == "flat" and index.tombstones == 0  # exact at once ...
+        assert any(
+            "structure" in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records
+        ), caplog.text
+        assert index.wait_rebuild(30) and index.kind == "pq"  # ... and pq behind, as before
+        restored = state(reg, "c1")
+    assert_same(restored, full_restore(data, keys, "c1"))
+    assert _saved(path, keys).kind == "pq"  # the close wrote a good one
+
+
+@pytest.mark.parametrize(
+    ("policy", "kind"),
+    [
+        (IndexPolicy(exact_below=200, approximate="hnsw"), "hnsw"),  # another kind wanted
+        (IndexPolicy(exact_below=200, pq_m=8), "pq"),  # other sub-quantizers
+        (IndexPolicy(exact_below=5000), "flat"),  # exact wanted now
+    ],
+)
+def test_a_structure_the_policy_does_not_want_is_not_used(
+    tmp_path: Path, keys: KeyRing, rng: np.random.Generator, policy: IndexPolicy, kind: str
+) -> None:
+    data = tmp_path / "data"
+    pq_community(data, keys, rng)
+    with open_pq(data, keys, policy) as reg:
+        index = index_of(reg)
+        assert not reg.restore_report("c1").structure and index.kind == "flat"
+        assert index.wait_rebuild(30) and index.kind == kind
+        restored = state(reg, "c1")
+    assert_same(restored, full_restore(data, keys, "c1"))
+
+
+def test_a_version_1_snapshot_still_loads(
+    tmp_path: Path, keys: KeyRing, rng: np.random.Generator
+) -> None:
+    data = tmp_path / "data"
+    pq_community(data, keys, rng)
+    path = snapshot.snapshot_path(data, "c1")
+    loaded = snapshot.load_snapshot(path, keys, "c1", DIM)
+    # Written as the version 1 writer did: no structure in the header, rows' chunks only.
+    header = dataclasses.replace(loaded.header, version=1, structure=None, chunk_rows=100)
+    encoded = header.encode()
+    assert b"structure" not in encoded
+    out = snapshot.MAGIC + len(encoded).to_bytes(4, "little") + encoded
+    for index, lo in enumerate(range(0, header.count, 100)):
+        hi = min(header.count, lo + 100)
+        plain = b"".join(
+            a[lo:hi].astype(a.dtype.newbyteorder("<")).tobytes()
+            for a in (loaded.template_ids, loaded.person_keys, loaded.vectors)
+        )
+        blob = keys.seal(plain, snapshot._chunk_ad(encoded, index))
+        out += (hi - lo).to_bytes(4, "little") + len(blob).to_bytes(4, "little") + blob
+    path.write_bytes(out)
+    old = snapshot.load_snapshot(path, keys, "c1", DIM)
+    assert old.header.version == 1 and old.structure is None
+    assert old.vectors.tobytes() == loaded.vectors.tobytes()
+    with open_pq(data, keys) as reg:
+        report = reg.restore_report("c1")
+        assert (report.source, report.from_snapshot, report.structure) == ("snapshot", 597, False)
+        assert index_of(reg).kind == "flat"
+        assert index_of(reg).wait_rebuild(30) and index_of(reg).kind == "pq"
+        restored = state(reg, "c1")
+    assert_same(restored, full_restore(data, keys, "c1"))
+    assert snapshot.read_header_of(path).version == 2  # rewritten by the close
