@@ -35,8 +35,8 @@ from recognizer.models.store import LoadedModel, ModelStore
 from recognizer.preprocess import to_blob
 from smartgate.config import ModelsConfig
 
-DETECTOR = "retinaface-mnet025"
-EMBEDDER = "fr-feature"
+DETECTOR = ModelsConfig.detector  # the service's defaults
+EMBEDDER = ModelsConfig.embedder
 FRAME = "examples_obama-1080p.jpg"
 DETECT_SIZE = (640, 360)  # the detector's input for a 1920×1080 frame (long side 640)
 

@@ -1299,8 +1299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.limit:
         from benchmarks import compute_limit
+        from smartgate.config import load_config
 
+        models = load_config(args.config).models  # the models the node would run
         limit_args = ["--seconds", str(args.limit_seconds)]
+        limit_args += ["--detector", models.detector, "--embedder", models.embedder]
         if args.models_dir:
             limit_args += ["--models-dir", str(args.models_dir)]
         if args.json:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import compute_limit, gates
+from smartgate.config import ModelsConfig
 
 pytestmark = pytest.mark.integration
 
@@ -126,5 +127,7 @@ def test_compute_limit_measures_the_models(models_dir: Path) -> None:
     assert [s["label"] for s in report["settings"]] == [s.label for s in settings]
     assert all(s["fps"] > 0 for s in report["settings"])
     assert report["best"]["fps"] == max(s["fps"] for s in report["settings"])
-    assert {c["model"] for c in report["per_call"]} == {"retinaface-mnet025", "fr-feature"}
+    # The service's default models (the ceiling is the node's own models alone).
+    models = ModelsConfig()
+    assert {c["model"] for c in report["per_call"]} == {models.detector, models.embedder}
     assert "ceiling:" in compute_limit.markdown(report)

@@ -171,21 +171,20 @@ def test_cache_checks(cache: Path) -> None:
 
 
 def test_configuration_selects_the_variants(
-    cache: Path, base_config: Config, face_analyzer: FaceAnalyzer, photos: Photos
+    cache: Path, base_config: Config, photos: Photos
 ) -> None:
-    config = dataclasses.replace(
-        base_config,
-        models=ModelsConfig(
-            cache_dir=cache,
-            detector="retinaface-mnet025",
-            embedder="fr-feature-fast",
-            liveness="fr-liveness-fast",
-        ),
-    )
-    analyzer = build_face_analyzer(config)
+    def analyzer_of(embedder: str, liveness: str) -> FaceAnalyzer:
+        models = ModelsConfig(
+            cache_dir=cache, detector="retinaface-mnet025", embedder=embedder, liveness=liveness
+        )
+        return build_face_analyzer(dataclasses.replace(base_config, models=models))
+
+    analyzer = analyzer_of("fr-feature-fast", "fr-liveness-fast")
+    reference = analyzer_of("fr-feature", "fr-liveness")  # the fetched models
     assert analyzer.embedder.manifest.name == "fr-feature-fast"
+    assert reference.embedder.manifest.name == "fr-feature"
     image = photos[0][1]
-    ours, ref = analyzer.analyze(image), face_analyzer.analyze(image)
+    ours, ref = analyzer.analyze(image), reference.analyze(image)
     assert len(ours) == len(ref) >= 1
     for a, b in zip(ours, ref, strict=True):
         assert a.embedding is not None and b.embedding is not None

@@ -32,13 +32,16 @@ from recognizer.backends.triton_process import (
 )
 from recognizer.image import DecodeLimits, decode
 from recognizer.models.store import ModelStore
-from smartgate.config import Config
+from smartgate.config import Config, ModelsConfig
 from smartgate.errors import ModelError, UnavailableError
 from smartgate.v1 import capture_pb2, capture_pb2_grpc, common_pb2, registry_pb2, registry_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-MODELS = ("retinaface-mnet025", "fr-feature", "fr-liveness", "plate-det", "plate-rec")
+# The face models the node runs by default (derived variants: recognizer/models/derived.py).
+DETECTOR, EMBEDDER, LIVENESS = ModelsConfig.detector, ModelsConfig.embedder, ModelsConfig.liveness
+FACE_MODELS = (DETECTOR, EMBEDDER, LIVENESS)
+MODELS = (*FACE_MODELS, "plate-det", "plate-rec")
 MAX_BATCH = 8  # the server's; larger batches are sliced by the client
 LIMITS = DecodeLimits()
 FACE_PHOTOS = (
@@ -131,9 +134,9 @@ def test_every_model_matches_onnxruntime_on_the_pipelines_inputs(  # type: ignor
     analyzer = build_face_analyzer(base_config, warm=False)
     reader = build_plate_reader_from(base_config)
     stages = {
-        "retinaface-mnet025": analyzer.detector,
-        "fr-feature": analyzer.embedder,
-        "fr-liveness": analyzer.liveness,
+        DETECTOR: analyzer.detector,
+        EMBEDDER: analyzer.embedder,
+        LIVENESS: analyzer.liveness,
         "plate-det": reader.detector,
         "plate-rec": reader.recognizer,
     }
@@ -154,7 +157,7 @@ def test_every_model_matches_onnxruntime_on_the_pipelines_inputs(  # type: ignor
             for feeds, want in recorder.calls:
                 _assert_same_outputs(backend.run(feeds), want)
     # Several faces per photo reached the embedder as one batch.
-    assert max(f["input"].shape[0] for f, _ in recorders["fr-feature"].calls) >= 2
+    assert max(f["input"].shape[0] for f, _ in recorders[EMBEDDER].calls) >= 2
 
 
 def test_batches_above_the_servers_limit_are_sliced(  # type: ignore[no-untyped-def]
@@ -164,7 +167,7 @@ def test_batches_above_the_servers_limit_are_sliced(  # type: ignore[no-untyped-
 
     faces = face_analyzer.analyze(_photo(faces_dir, "examples_two_people.jpg"), embed_all=True)
     crops = np.stack([f.aligned for f in faces] * 6)[: MAX_BATCH * 2 + 3]  # 19 real crops
-    model = ModelStore(models_dir).load("fr-feature")
+    model = ModelStore(models_dir).load(EMBEDDER)
     blob = to_blob(crops, model.manifest.input.mean, model.manifest.input.std, False)
     with TritonBackend(model.manifest, triton.grpc) as backend:
         assert backend.max_batch_size == MAX_BATCH
@@ -218,7 +221,7 @@ def test_concurrent_calls_share_one_client_and_get_their_own_answers(
 ) -> None:
     """Eight threads at once (Triton's dynamic batcher may join their requests): each gets
     the answer to its own input."""
-    model = ModelStore(models_dir).load("fr-feature")
+    model = ModelStore(models_dir).load(EMBEDDER)
     rng = np.random.default_rng(7)
     blobs = [rng.standard_normal((1 + i % 3, 3, 112, 112), dtype=np.float32) for i in range(8)]
     with OnnxRuntimeBackend(model) as local:
@@ -247,7 +250,7 @@ def test_concurrent_calls_share_one_client_and_get_their_own_answers(
 def test_unknown_model_and_mismatched_manifest_are_model_errors(
     triton: TritonEndpoints, models_dir: Path
 ) -> None:
-    manifest = ModelStore(models_dir).load("fr-feature").manifest
+    manifest = ModelStore(models_dir).load(EMBEDDER).manifest
     with pytest.raises(ModelError, match="'no-such-model' is not loaded"):
         TritonBackend(manifest, triton.grpc, model_name="no-such-model")
     renamed = replace(manifest, input=replace(manifest.input, name="pixels"))
@@ -260,7 +263,7 @@ def test_unknown_model_and_mismatched_manifest_are_model_errors(
 def test_bad_inputs_are_model_errors_and_a_closed_backend_refuses(
     triton: TritonEndpoints, models_dir: Path
 ) -> None:
-    manifest = ModelStore(models_dir).load("fr-feature").manifest
+    manifest = ModelStore(models_dir).load(EMBEDDER).manifest
     backend = TritonBackend(manifest, triton.grpc)
     assert backend.health()
     with pytest.raises(ModelError, match="must be float32"):
@@ -276,7 +279,7 @@ def test_bad_inputs_are_model_errors_and_a_closed_backend_refuses(
 
 
 def test_no_server_is_unavailable_after_retries_within_the_timeout(models_dir: Path) -> None:
-    manifest = ModelStore(models_dir).load("fr-feature").manifest
+    manifest = ModelStore(models_dir).load(EMBEDDER).manifest
     options = TritonClientOptions(timeout_s=3.0, retries=3, backoff_s=0.05)
     started = time.monotonic()
     with pytest.raises(UnavailableError, match=r"unavailable .*4 attempts") as caught:
@@ -298,7 +301,7 @@ def test_a_triton_server_that_goes_away_makes_frames_unavailable(  # type: ignor
     from recognizer.faces.factory import build_face_analyzer
 
     _need_triton()
-    face_models = ["retinaface-mnet025", "fr-feature", "fr-liveness"]
+    face_models = list(FACE_MODELS)
     triton_server = TritonServerProcess(models_dir, face_models)
     with triton_server:
         assert triton_server.endpoints is not None
@@ -434,7 +437,7 @@ def test_smartgate_serve_with_the_triton_backend_decides_like_onnxruntime(  # ty
         proc.wait(timeout=30)
     assert proc.returncode == 0, log_path.read_text()
     after = _triton_requests(triton)
-    for model in ("retinaface-mnet025", "fr-feature", "fr-liveness"):  # the node used Triton
+    for model in FACE_MODELS:  # the node used Triton
         assert after[model] >= before.get(model, 0.0) + 4, model
     want = _decisions(channel, faces_dir)  # the in-process onnxruntime node of conftest
 
