@@ -26,7 +26,7 @@ from typing import Any
 import ray
 
 from cluster.distributed import calls
-from cluster.distributed.autoscale import ScaleState, desired_workers
+from cluster.distributed.autoscale import LoadMeter, ScaleState, desired_workers
 from cluster.distributed.routing import pick_worker
 from cluster.distributed.worker import RecognizerWorker, WorkerInfo
 from smartgate.config import Config
@@ -76,6 +76,7 @@ class WorkerPool:
         self._starting: dict[str, _Worker] = {}
         self._draining: dict[str, _Worker] = {}
         self._scale = ScaleState()
+        self._meter = LoadMeter(time.monotonic())
         self._stop = threading.Event()
         self._tick_soon = threading.Event()  # a worker was lost: replace it now
         self._start_error: BaseException | None = None
@@ -172,12 +173,14 @@ class WorkerPool:
                 return None
             worker = self._live[wid]
             worker.in_flight += 1
+            self._meter.set(time.monotonic(), self._total_in_flight())
             self.stats.calls += 1
             return worker
 
     def _release(self, worker: _Worker) -> None:
         with self._lock:
             worker.in_flight -= 1
+            self._meter.set(time.monotonic(), self._total_in_flight())
             drained = worker.draining and worker.in_flight == 0
             if drained:
                 self._draining.pop(worker.wid, None)
@@ -258,12 +261,19 @@ class WorkerPool:
             except Exception as exc:  # an answer at all means it is alive
                 log.debug("probe of %s: %s", worker.wid, exc)
 
+    def _total_in_flight(self) -> int:
+        """Frames sent to live or draining workers and not answered (the caller holds the lock)."""
+        return sum(w.in_flight for w in self._live.values()) + sum(
+            w.in_flight for w in self._draining.values()
+        )
+
     def _rescale(self) -> None:
+        now = time.monotonic()
         with self._lock:
             workers = len(self._live) + len(self._starting)
-            in_flight = sum(w.in_flight for w in self._live.values())
+            in_flight = self._meter.mean(now)  # averaged since the last tick
         load = self.depth() + in_flight
-        want = desired_workers(self.cluster, workers, load, time.monotonic(), self._scale)
+        want = desired_workers(self.cluster, workers, load, now, self._scale)
         for _ in range(want - workers):
             self._spawn()
         if want < workers:

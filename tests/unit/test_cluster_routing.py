@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.distributed.autoscale import ScaleState, desired_workers
+from cluster.distributed.autoscale import LoadMeter, ScaleState, desired_workers
 from cluster.distributed.routing import affinity, merge_top, pick_worker
 from smartgate.config import ClusterConfig
 from smartgate.errors import ConfigError
@@ -107,3 +107,21 @@ def test_a_lost_worker_is_replaced_at_once_and_excess_is_cut() -> None:
 def test_cluster_config_is_checked(settings: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match="cluster"):
         ClusterConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_load_meter_averages_the_count_over_time_between_reads() -> None:
+    meter = LoadMeter(0.0)
+    meter.set(0.0, 1)  # one frame in flight for 0.4 s, two for 0.1 s, none for 0.5 s
+    meter.set(0.4, 2)
+    meter.set(0.5, 0)
+    assert meter.mean(1.0) == pytest.approx((0.4 * 1 + 0.1 * 2) / 1.0)
+    # A new window: the count carries over (0 since 0.5), then 3 frames for 1 s of 1.5.
+    meter.set(1.5, 3)
+    assert meter.mean(2.5) == pytest.approx(2.0)
+    assert meter.mean(2.5) == 3.0  # no time passed: the current count
+    # A point sample taken between frames would read 0; the mean does not.
+    meter.set(2.5, 0)
+    for k in range(10):
+        meter.set(3.0 + k * 0.1, 1)
+        meter.set(3.0 + k * 0.1 + 0.06, 0)
+    assert meter.mean(4.0) == pytest.approx(0.6 * 1.0 / 1.5, abs=1e-9)
