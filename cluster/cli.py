@@ -137,12 +137,22 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from recognizer.models.derived import DERIVED
     from recognizer.models.fetch import fetch_models
+    from recognizer.models.store import ModelStore
 
     cfg = _config(args)
     manifests = fetch_models(cfg.models.cache_dir, names=args.only or None, progress=True)
+    # The configured variants derived from what was fetched (recognizer/models/derived.py),
+    # now rather than on the node's first start.
+    configured = (cfg.models.detector, cfg.models.embedder, cfg.models.liveness)
+    fetched = {m.name for m in manifests}
+    store = ModelStore(cfg.models.cache_dir)
+    for name in configured:
+        if name in DERIVED and DERIVED[name].base in fetched:
+            manifests.append(store.load(name).manifest)
     for m in manifests:
-        print(f"{m.name:<20} {m.role:<17} sha256 {m.sha256[:16]}…  {cfg.models.cache_dir / m.name}")
+        print(f"{m.name:<24} {m.role:<17} sha256 {m.sha256[:16]}…  {cfg.models.cache_dir / m.name}")
     return 0
 
 

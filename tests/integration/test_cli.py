@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -327,3 +328,18 @@ def test_stream_events_trajectory_and_alerts(
         alerts.wait(timeout=10)
         if alerts.stdout is not None:
             alerts.stdout.close()
+
+
+def test_models_fetch_also_derives_the_configured_variants(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "models"
+    for name in ("retinaface-mnet025", "fr-feature", "fr-liveness", "plate-det", "plate-rec"):
+        shutil.copytree(models_dir / name, cache / name)  # fetched already: only checked
+    out = _run(["models", "fetch"], cache)
+    assert out.returncode == 0, out.stderr
+    listed = {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+    derived = {"retinaface-mnet025-int8", "fr-feature-fast", "fr-liveness-fast"}
+    assert derived <= listed, out.stdout
+    for name in derived:
+        assert (cache / name / "manifest.json").is_file()
