@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, version_converter
 
+from recognizer.models.transforms import load_model, serialize_model
 from smartgate.errors import ModelError
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -31,31 +32,12 @@ FORMATS = ("qdq", "qoperator")
 QUANT_OPSET = 13
 
 
-def _load(model_bytes: bytes) -> onnx.ModelProto:
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(model_bytes)
-    except Exception as exc:  # protobuf raises DecodeError, a plain Exception subclass
-        raise ModelError(f"not an ONNX model: {exc}") from exc
-    if not model.graph.node:
-        raise ModelError("not an ONNX model: the graph has no nodes")
-    return model
-
-
-def _serialize(model: onnx.ModelProto) -> bytes:
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ModelError(f"the derived model is not valid ONNX: {exc}") from exc
-    return model.SerializeToString(deterministic=True)
-
-
 def decompose_prelu(model_bytes: bytes) -> bytes:
     """Replace every ``PRelu`` node by ``Relu``, ``Sub``, ``Mul``, ``Add`` (same values).
 
     Raises ``ModelError`` when the model has no ``PRelu`` (the recipe would be a no-op).
     """
-    model = _load(model_bytes)
+    model = load_model(model_bytes)
     graph = model.graph
     taken = {name for node in graph.node for name in (*node.input, *node.output)}
     nodes: list[onnx.NodeProto] = []
@@ -81,20 +63,20 @@ def decompose_prelu(model_bytes: bytes) -> bytes:
         raise ModelError("prelu-decompose: the model has no PRelu node")
     del graph.node[:]
     graph.node.extend(nodes)
-    return _serialize(model)
+    return serialize_model(model)
 
 
 def upgrade_opset(model_bytes: bytes, opset: int = QUANT_OPSET) -> bytes:
     """The model converted to the default-domain ``opset`` (unchanged if already there)."""
-    model = _load(model_bytes)
+    model = load_model(model_bytes)
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if current >= opset:
-        return _serialize(model)
+        return serialize_model(model)
     try:
         converted = version_converter.convert_version(model, opset)
     except Exception as exc:  # onnx raises RuntimeError and its own adapter errors
         raise ModelError(f"cannot convert the model to opset {opset}: {exc}") from exc
-    return _serialize(converted)
+    return serialize_model(converted)
 
 
 @dataclass(frozen=True)
@@ -195,7 +177,7 @@ def quantise_static(
         prepared = prepare_for_quantisation(model_bytes, work)
         out = work / "quantised.onnx"
         _run_quantize_static(prepared, out, recipe, feeds, calibration_cache)
-        return _serialize(onnx.load(str(out)))
+        return serialize_model(onnx.load(str(out)))
 
 
 def calibrate(

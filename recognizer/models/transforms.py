@@ -50,7 +50,8 @@ def extract_bytes_literal(source: bytes, name: str = "WEIGHTS") -> bytes:
     raise ModelError(f"no module-level assignment to {name} found")
 
 
-def _load(model_bytes: bytes) -> onnx.ModelProto:
+def load_model(model_bytes: bytes) -> onnx.ModelProto:
+    """Parse ONNX bytes (``ModelError`` when they are not a model with a graph)."""
     model = onnx.ModelProto()
     try:
         model.ParseFromString(model_bytes)
@@ -82,19 +83,20 @@ def _symbolic_batch(model: onnx.ModelProto) -> None:
     del model.graph.value_info[:]
 
 
-def _serialize(model: onnx.ModelProto) -> bytes:
+def serialize_model(model: onnx.ModelProto) -> bytes:
+    """Check ``model`` and serialise it deterministically (``ModelError`` when invalid)."""
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise ModelError(f"the transformed model is not valid ONNX: {exc}") from exc
+        raise ModelError(f"the rewritten model is not valid ONNX: {exc}") from exc
     return model.SerializeToString(deterministic=True)
 
 
 def make_symbolic_batch(model_bytes: bytes) -> bytes:
     """Make the declared first dimension of every graph input and output symbolic."""
-    model = _load(model_bytes)
+    model = load_model(model_bytes)
     _symbolic_batch(model)
-    return _serialize(model)
+    return serialize_model(model)
 
 
 def make_batchable(model_bytes: bytes) -> bytes:
@@ -103,7 +105,7 @@ def make_batchable(model_bytes: bytes) -> bytes:
     Making the input dimension symbolic alone is not enough: the Reshape would fold a batch
     of N into one row of N x features (onnxruntime only warns). ``[0, -1]`` keeps dimension 0.
     """
-    model = _load(model_bytes)
+    model = load_model(model_bytes)
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
     consts = {
@@ -146,7 +148,7 @@ def make_batchable(model_bytes: bytes) -> bytes:
     if fixed == 0:
         raise ModelError("batchable-reshape: no Reshape with the constant shape [1, -1] found")
     _symbolic_batch(model)
-    return _serialize(model)
+    return serialize_model(model)
 
 
 def _weights_literal(data: bytes) -> bytes:
