@@ -64,8 +64,9 @@ class Model:
     active_fps: Input = Input(4.0, "harness default camera rate while a person is in view")
     peak_duty: Input = Input(0.35, "share of the busiest hour a gate has someone in front of it")
     face_frame_core_ms: Input = Input(
-        30.8,
-        "2 cores / saturation fps of `smartgate bench --workload one-face --sweep auto`",
+        22.5,
+        "2 cores / saturation fps (88.7) of `smartgate bench --workload one-face --sweep auto`,"
+        " default derived models",
         measured=True,
     )
     vehicle_frame_core_ms: Input = Input(
@@ -74,8 +75,8 @@ class Model:
         measured=True,
     )
     model_core_ms: Input = Input(
-        24.9,
-        "RetinaFace 640x360 + fr_feature, `smartgate bench --limit` (2 cores / fps)",
+        15.4,
+        "RetinaFace int8 640x360 + fr-feature-fast, `smartgate bench --limit` (2 cores / 130.1)",
         measured=True,
     )
     node_cores: Input = Input(32.0, "a common 2-socket community/county server")
