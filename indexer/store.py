@@ -159,6 +159,17 @@ _PERSON_COLUMNS: Final = (
 )
 
 
+def _community_persons(con: sqlite3.Connection, community: str) -> list[Person]:
+    """Every person of ``community``, by key."""
+    return [
+        _person_from_row(r)
+        for r in con.execute(
+            f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE p.community = ? ORDER BY p.key",
+            (community,),
+        )
+    ]
+
+
 def _person_from_row(row: tuple[Any, ...]) -> Person:
     key, community, person_id, name, role, expires_at, created_at, count = row
     return Person(
@@ -562,13 +573,7 @@ class Store:
     def face_templates(self, community: str, dim: int) -> FaceTemplates:
         """Every person and template of ``community``; templates must all be ``dim`` wide."""
         with self._reading() as con:
-            persons = [
-                _person_from_row(r)
-                for r in con.execute(
-                    f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE p.community = ? ORDER BY p.key",
-                    (community,),
-                )
-            ]
+            persons = _community_persons(con, community)
             rows = con.execute(
                 "SELECT id, person_key, dim, embedding FROM templates WHERE community = ? "
                 "ORDER BY id",
@@ -586,13 +591,7 @@ class Store:
         """Every person of ``community`` and the id and owner of each template, in one read and
         without unsealing a template (a restore from a snapshot needs no more)."""
         with self._reading() as con, _read_transaction(con):
-            persons = [
-                _person_from_row(r)
-                for r in con.execute(
-                    f"SELECT {_PERSON_COLUMNS} FROM persons p WHERE p.community = ? ORDER BY p.key",
-                    (community,),
-                )
-            ]
+            persons = _community_persons(con, community)
             rows = con.execute(
                 "SELECT id, person_key FROM templates WHERE community = ? ORDER BY id",
                 (community,),
