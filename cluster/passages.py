@@ -34,6 +34,7 @@ from cluster.gatestate import RedisGateState, dumps
 from cluster.thumbnails import face_thumbnail, plate_thumbnail
 from cluster.tracking import FinishedTrack, GateTracker, Observation, TrackDecision
 from indexer.strangers import StrangerBook, StrangerIndex
+from recognizer.faces.analyzer import searched_whole_frame
 from recognizer.faces.carry import Carried, CarryLedger, CarryOffer, CarryPolicy
 from smartgate.config import TrackingConfig
 from smartgate.errors import UnavailableError
@@ -85,9 +86,11 @@ class _Gate:
     starts: dict[str, float] = field(default_factory=dict)  # track id → start (wall clock)
     decided: dict[str, Action] = field(default_factory=dict)  # track id → last decision
     best: dict[str, _Best] = field(default_factory=dict)
-    # Decided OPEN/ALERT faces of the latest frame, for the next frames to reuse (replaced
-    # whole, read without the lock).
-    carried: tuple[Carried, ...] = ()
+    # Decided faces of the latest frame, for the next frames to reuse, and whether they were
+    # all of its faces, each lending its embedding (replaced whole, read without the lock).
+    carried: tuple[tuple[Carried, ...], bool] = ((), False)
+    # Frames offered a region search since the gate's last whole-frame search (carry_offer).
+    region_streak: int = 0
 
 
 @dataclass
@@ -119,7 +122,11 @@ class Passages:
         self.strangers_dir = strangers_dir
         self._gates: dict[tuple[str, str], _Gate] = {}
         self.carry_policy = CarryPolicy(
-            config.carry_frames, config.carry_iou, config.carry_max_age_s
+            config.carry_frames,
+            config.carry_iou,
+            config.carry_max_age_s,
+            region_margin=config.carry_region_margin,
+            lend_liveness=config.carry_liveness,
         )
         self.carry_ledger = CarryLedger(config.carry_frames)
         self._gates_lock = threading.Lock()
@@ -181,7 +188,13 @@ class Passages:
                 if emit.action == Action.ALERT:
                     self._alert_now(community, gate, g, emit, t)
             if self.carry_policy.max_carry > 0:
-                g.carried = _carried(sources, outcome.track_ids, g.decided, t, self.carry_ledger)
+                lent, complete = _carried(
+                    sources, outcome.track_ids, g.decided, t, self.carry_ledger
+                )
+                if not searched_whole_frame(result.timings_ms):
+                    # What lay outside the region was not looked at: it may not vouch for it.
+                    complete = complete and g.carried[1]
+                g.carried = (lent, complete)
             self._share(community, gate, g)
         action, reason = _frame_action(emitted, result, outcome.status)
         return PassageOutcome(action, reason, states)
@@ -192,9 +205,17 @@ class Passages:
             return None
         with self._gates_lock:
             g = self._gates.get((community, gate))
-        if g is None or not g.carried:
+        if g is None:
             return None
-        return CarryOffer(g.carried, t, self.carry_policy, self.carry_ledger)
+        faces, complete = g.carried
+        if not faces:
+            return None
+        # Counted as frames are offered, not as they are tracked: frames of a gate are
+        # recognised in parallel, and a region search cannot see what came into view outside.
+        with g.lock:
+            region = complete and g.region_streak < self.carry_policy.max_carry
+            g.region_streak = g.region_streak + 1 if region else 0
+        return CarryOffer(faces, t, self.carry_policy, self.carry_ledger, region)
 
     def snapshot(
         self, community: str, gate: str, device: str, t: float, result: FrameResult
@@ -239,7 +260,7 @@ class Passages:
                     g.decided.pop(track_id, None)
                     g.best.pop(track_id, None)
                 if kind == "face":
-                    g.carried = ()
+                    g.carried = ((), False)
                 if gone:
                     self._share(community, gate, g)
                 dropped += len(gone)
@@ -451,10 +472,16 @@ def _carried(
     decided: dict[str, Action],
     t: float,
     ledger: CarryLedger,
-) -> tuple[Carried, ...]:
+) -> tuple[tuple[Carried, ...], bool]:
+    """The faces of a frame (``sources``) the gate's next frames may reuse, and whether that is
+    every face of the frame, each lending its embedding."""
     out = []
+    faces = 0
     for source, track_id in zip(sources, track_ids, strict=True):
-        if not isinstance(source, MatchedFace) or track_id is None:
+        if not isinstance(source, MatchedFace):
+            continue
+        faces += 1
+        if track_id is None:
             continue
         face = source.face
         action = decided.get(track_id)
@@ -467,7 +494,8 @@ def _carried(
             # carry_origin is set on a fresh embedding only when its liveness was lent.
             origin = face.carry_origin or ledger.new_origin()
             out.append(Carried(face.box, None, face.liveness, origin, t))
-    return tuple(out)
+    complete = faces > 0 and sum(c.embedding is not None for c in out) == faces
+    return tuple(out), complete
 
 
 def _observations(

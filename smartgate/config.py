@@ -265,6 +265,13 @@ class TrackingConfig:
     carry_frames: int = 3
     carry_iou: float = 0.6  # box overlap with the decided face that allows it
     carry_max_age_s: float = 0.6  # the decided face must be at most this old
+    # A frame whose every face may still take a decided face's embedding is searched for faces
+    # only around them, each box grown by this share of its size per side (0: whole frames
+    # always). The whole frame is searched again when the loans run out (every carry_frames + 1
+    # frames at least), so a newcomer elsewhere is seen at most carry_frames frames later.
+    carry_region_margin: float = 1.0
+    # A decided face embedded afresh keeps the liveness scored before the decision.
+    carry_liveness: bool = True
     # With events.redis_url set, each gate's open passages are kept in Redis too, so the node
     # taking a gate over after a crash resumes them (cluster.gatestate); kept this long.
     share_state: bool = True
@@ -286,6 +293,7 @@ class TrackingConfig:
             ("carry_frames", self.carry_frames >= 0, ">= 0"),
             ("carry_iou", 0.0 < self.carry_iou <= 1.0, "in (0, 1]"),
             ("carry_max_age_s", self.carry_max_age_s > 0, "> 0"),
+            ("carry_region_margin", self.carry_region_margin >= 0, ">= 0"),
             ("state_ttl_s", self.state_ttl_s > 0, "> 0"),
         )
         for name, ok, want in checks:

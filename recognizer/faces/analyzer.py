@@ -10,13 +10,19 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from recognizer.faces.align import align_face, context_crop
-from recognizer.faces.carry import Carried, CarryOffer, assign
-from recognizer.faces.detector import FaceDetector
+from recognizer.faces.carry import (
+    Carried,
+    CarryOffer,
+    assign,
+    detection_region,
+    region_misses,
+)
+from recognizer.faces.detector import Detections, FaceDetector
 from recognizer.faces.embedder import FaceEmbedder
 from recognizer.faces.liveness import LivenessScorer
 from recognizer.faces.quality import QualityReport, QualityThresholds, assess, face_size
@@ -27,6 +33,18 @@ from recognizer.image import DecodedImage
 #: cosine >= 0.987 of each other (mean 0.994; ``python -m benchmarks.align_scale``), which moves
 #: no score across the match threshold; below 0.5 they drift apart (mean 0.90 under 0.4).
 FULL_RES_BELOW = 0.6
+
+
+#: Stage names of the two kinds of face search (``StageTimer``; clients see them in
+#: ``Decision.timings_ms``): the whole frame, or only around a decided passage's faces.
+WHOLE_FRAME_STAGE = "detect"
+REGION_STAGE = "detect_region"
+
+
+def searched_whole_frame(timings_ms: dict[str, float]) -> bool:
+    """Whether a frame with these stage times had its whole frame searched for faces (False
+    only when a region search alone found them: what lay outside was not looked at)."""
+    return REGION_STAGE not in timings_ms or WHOLE_FRAME_STAGE in timings_ms
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,8 +127,7 @@ class FaceAnalyzer:
         only its liveness when the carried face lends no embedding.
         """
         timer = timer or StageTimer()
-        with timer.stage("detect"):
-            dets = self.detector.detect(image.scaled, image.scale)
+        dets = self._detect(image, timer, carry)
         if len(dets) == 0:
             return []
         reuse: list[Carried | None] = [None] * len(dets)
@@ -120,7 +137,12 @@ class FaceAnalyzer:
             for i, lent in enumerate(reuse):
                 if lent is not None:
                     loans[i] = carry.ledger.claim(lent.origin)
-                    reuse[i] = lent if loans[i] else None
+                    if loans[i]:
+                        continue
+                    # Spent: embedded afresh, with the liveness scored before the decision
+                    # when the policy lends it.
+                    keep = carry.policy.lend_liveness and lent.liveness is not None
+                    reuse[i] = replace(lent, embedding=None) if keep else None
         with timer.stage("align"):
             crop_size = self.embedder.input_size
             aligned = np.stack(
@@ -160,6 +182,22 @@ class FaceAnalyzer:
                 )
             )
         return faces
+
+    def _detect(
+        self, image: DecodedImage, timer: StageTimer, carry: CarryOffer | None
+    ) -> Detections:
+        """The frame's faces: around the faces ``carry`` lends when it allows that (a decided
+        passage repeating; see ``detection_region``), else, or when that search may have
+        missed something, in the whole frame (stages ``REGION_STAGE``, ``WHOLE_FRAME_STAGE``)."""
+        height, width = image.scaled.shape[:2]
+        region = detection_region(carry, width, height, image.scale) if carry is not None else None
+        if region is not None and carry is not None:
+            with timer.stage(REGION_STAGE):
+                dets = self.detector.detect(image.scaled, image.scale, region)
+            if not region_misses(dets.boxes, region, width, height, image.scale, len(carry.faces)):
+                return dets
+        with timer.stage(WHOLE_FRAME_STAGE):
+            return self.detector.detect(image.scaled, image.scale)
 
     def _embed_and_score(
         self,

@@ -40,11 +40,17 @@ class Carried:
 @dataclass(frozen=True)
 class CarryPolicy:
     """``max_carry`` frames in a row at most (0 switches carrying off); boxes must overlap by
-    ``iou_min``; a carried face older than ``max_age_s`` is stale."""
+    ``iou_min``; a carried face older than ``max_age_s`` is stale. ``region_margin`` > 0: a
+    frame whose every face may still be lent is searched for faces only around them (see
+    ``detection_region``), each box grown by this share of its size on every side.
+    ``lend_liveness``: a decided face embedded afresh keeps the liveness scored before the
+    decision instead of scoring it again."""
 
     max_carry: int = 3
     iou_min: float = 0.6
     max_age_s: float = 0.6
+    region_margin: float = 0.0
+    lend_liveness: bool = False
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -157,9 +163,84 @@ class LoanSnapshot:
 @dataclass(frozen=True)
 class CarryOffer:
     """What a frame may reuse: its gate's latest decided ``faces``, the frame's time ``t``
-    (seconds), the ``policy`` and the node's ``ledger``."""
+    (seconds), the ``policy`` and the node's ``ledger``. ``region``: the frame may be searched
+    for faces around ``faces`` only (``detection_region``): every face of the gate's latest
+    frame lent its embedding, and the gate's whole frame was searched less than ``max_carry``
+    frames ago (the gate's passages count that)."""
 
     faces: Sequence[Carried]
     t: float
     policy: CarryPolicy
     ledger: Lender
+    region: bool = False
+
+
+#: A region smaller than this (pixels of the image searched, per side) is grown to it: the
+#: detector needs some context around a face.
+MIN_REGION_PX = 48
+
+
+def detection_region(
+    offer: CarryOffer, width: int, height: int, scale: float
+) -> tuple[int, int, int, int] | None:
+    """Where to look for faces in a frame ``offer`` lends to, or None to search the whole frame.
+
+    A region is searched only when the offer allows it (``offer.region``: the gate's latest
+    frame held nothing but decided faces lending their embedding, and its whole frame was
+    searched less than ``max_carry`` frames ago) and each face is still fresh enough: the frame
+    then repeats a decided passage, and its faces are where they were. Since the whole frame is
+    searched at least every ``max_carry`` + 1 frames, a newcomer elsewhere in the view is seen
+    at most ``max_carry`` frames late. ``width`` x ``height``: the image the detector gets,
+    which is the original frame times ``scale``; returns ``(x0, y0, x1, y1)`` in its pixels:
+    the union of the faces' boxes, each grown by ``policy.region_margin`` of its size on every
+    side.
+    """
+    policy = offer.policy
+    faces = offer.faces
+    if policy.region_margin <= 0 or not offer.region or not faces:
+        return None
+    for face in faces:
+        if face.embedding is None or abs(offer.t - face.t) > policy.max_age_s:
+            return None
+    boxes = np.stack([np.asarray(f.box, dtype=np.float64) for f in faces]) * scale
+    size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None]
+    grown = boxes + np.concatenate([-size, -size, size, size], axis=1) * policy.region_margin
+    x0, y0 = grown[:, 0].min(), grown[:, 1].min()
+    x1, y1 = grown[:, 2].max(), grown[:, 3].max()
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    half_w, half_h = max(x1 - x0, MIN_REGION_PX) / 2, max(y1 - y0, MIN_REGION_PX) / 2
+    box = (
+        max(0, int(np.floor(cx - half_w))),
+        max(0, int(np.floor(cy - half_h))),
+        min(width, int(np.ceil(cx + half_w))),
+        min(height, int(np.ceil(cy + half_h))),
+    )
+    if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+        return None
+    return box
+
+
+def region_misses(
+    boxes: np.ndarray,
+    region: tuple[int, int, int, int],
+    width: int,
+    height: int,
+    scale: float,
+    expected: int,
+    edge_px: float = 2.0,
+) -> bool:
+    """True when a search of ``region`` (image pixels, see ``detection_region``) may have missed
+    something and the whole frame should be searched: fewer than ``expected`` faces found, or a
+    face ``boxes`` ``(n, 4)`` (original pixels) touching an edge of the region that is not an
+    edge of the image (a face cut by the region, or one coming into it)."""
+    if len(boxes) < expected:
+        return True
+    x0, y0, x1, y1 = region
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale
+    cut = (
+        ((b[:, 0] <= x0 + edge_px) & (x0 > 0))
+        | ((b[:, 1] <= y0 + edge_px) & (y0 > 0))
+        | ((b[:, 2] >= x1 - edge_px) & (x1 < width))
+        | ((b[:, 3] >= y1 - edge_px) & (y1 < height))
+    )
+    return bool(cut.any())

@@ -31,6 +31,8 @@ from cluster.distributed.runtime import open_cluster_node
 from cluster.distributed.worker import LazyFrame
 from cluster.engine import Lane
 from cluster.node import Node
+from cluster.thumbnails import face_thumbnail
+from recognizer.faces.analyzer import searched_whole_frame
 from smartgate.config import Config
 from smartgate.errors import UnavailableError
 from smartgate.v1 import (
@@ -41,7 +43,6 @@ from smartgate.v1 import (
     registry_pb2,
     registry_pb2_grpc,
     search_pb2,
-    search_pb2_grpc,
 )
 
 pytestmark = pytest.mark.integration
@@ -107,13 +108,16 @@ def test_a_passage_decides_as_in_embedded_mode(
     for i, (c, e) in enumerate(zip(clustered, embedded, strict=True)):
         assert [f.match.person_id for f in c.faces] == [f.match.person_id for f in e.faces]
         for fc, fe in zip(c.faces, e.faces, strict=True):
-            assert fc.box.x1 == pytest.approx(fe.box.x1, abs=0.5)
-            if i <= decision:
+            if i <= decision:  # after it, either may search a region (other pixels' noise)
+                assert fc.box.x1 == pytest.approx(fe.box.x1, abs=0.5)
                 assert fc.match.score == pytest.approx(fe.match.score, abs=1e-4)
-        assert {"decode", "detect", "match"} <= set(c.timings_ms)
-        assert i > decision or "embed" in c.timings_ms
-    # The workers carried the decided face's embedding over some frames, as embedded mode does.
+        assert {"decode", "match"} <= set(c.timings_ms)
+        assert {"detect", "detect_region"} & set(c.timings_ms)
+        assert i > decision or {"detect", "embed"} <= set(c.timings_ms)
+    # The workers carried the decided face's embedding over some frames and searched only
+    # around it, as embedded mode does.
     assert any("embed" not in c.timings_ms for c in clustered[decision + 1 :])
+    assert any(not searched_whole_frame(dict(c.timings_ms)) for c in clustered[decision + 1 :])
     time.sleep(QUIET_S + 0.6)
     events = [e for e in site.events() if e.gate == "door-1"]
     assert len(events) == 1
@@ -127,16 +131,13 @@ def test_a_passage_decides_as_in_embedded_mode(
     result = site.engine.process_frame("c1", images[0], gate="door-thumbs")
     assert result.faces and result.faces[0].thumbnail[:3] == b"\xff\xd8\xff"
     assert isinstance(result.image, LazyFrame) and not result.image.decoded
-    # The same best shot, cut from the same pixels, as the embedded node's.
-    node.passages.expire(time.time() + 3600)  # its quiet time is longer: end the passage now
-    node.events.writer.flush(5)
-    search = search_pb2_grpc.SearchStub(channel)
-    local = search.QueryEvents(events_pb2.QueryEventsRequest(community="c1")).events
-    [mine] = [e for e in local if e.gate == "door-1"]
-    assert (
-        search.GetEventImage(events_pb2.GetEventImageRequest(community="c1", event_id=mine.id)).jpeg
-        == jpeg
-    )
+    # The same thumbnail, cut from the same pixels, as the embedded node's. (The passages'
+    # best shots may come from different frames: which frames were searched only around the
+    # decided face depends on timing, and a region search's box differs by the detector's noise.)
+    mine = node.engine.process_frame("c1", images[0], gate="door-thumbs")
+    assert mine.image is not None and len(mine.faces) == len(result.faces)
+    cut_here = [face_thumbnail(mine.image.scaled, f.face.box, mine.image.scale) for f in mine.faces]
+    assert [f.thumbnail for f in result.faces] == cut_here
 
 
 def test_enrolment_and_removal_are_seen_by_every_worker_at_once(

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import cv2
 import grpc
+import numpy as np
 import pytest
 
 from benchmarks.scenes import PassageSpec, passage_frames
-from cluster.engine import Engine
+from cluster.engine import Engine, FrameResult
 from cluster.node import Node
 from cluster.server import RunningServer, start_server
 from indexer.registry import FaceRegistry
+from recognizer.faces.analyzer import searched_whole_frame
+from recognizer.faces.carry import CarryOffer
 from smartgate.config import Config, EventsConfig, TrackingConfig
 from smartgate.v1 import (
     capture_pb2,
@@ -122,6 +125,25 @@ def _stream(
     return list(site.capture.Stream(frames, timeout=120))
 
 
+def _stream_paced(site: Site, images: list[bytes]) -> list[capture_pb2.Decision]:
+    """As ``_stream``, but each frame is sent once the previous one is answered."""
+    answered = threading.Semaphore(0)
+
+    def frames() -> Iterator[capture_pb2.Frame]:
+        for i, img in enumerate(images):
+            if i and not answered.acquire(timeout=60):
+                return
+            yield capture_pb2.Frame(
+                community="c1", gate="door-1", device="cam-door-1", seq=i, image=img
+            )
+
+    out = []
+    for decision in site.capture.Stream(frames(), timeout=120):
+        out.append(decision)
+        answered.release()
+    return out
+
+
 def _wait_quiet() -> None:
     time.sleep(QUIET_S + 0.6)  # the passage ends, the expiry thread records it
 
@@ -178,6 +200,93 @@ def test_a_decided_passage_carries_its_embedding_between_fresh_frames(
     _wait_quiet()
     events = site.events()
     assert len(events) == 1 and events[0].person_id == "obama"
+
+
+def _with_newcomer(faces_dir: Path, frames: int, arrives: int) -> list[bytes]:
+    """An Obama passage; from frame ``arrives`` on, a second person stands at the right edge."""
+    newcomer = cv2.imread(str(faces_dir / "examples_biden.jpg"))
+    h = 300
+    newcomer = cv2.resize(newcomer, (int(newcomer.shape[1] * h / newcomer.shape[0]), h))
+    out = []
+    for i, jpeg in enumerate(_passage(faces_dir, "examples_obama2.jpg", frames=frames)):
+        if i < arrives:
+            out.append(jpeg)
+            continue
+        frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        frame[40 : 40 + h, 1270 - newcomer.shape[1] : 1270] = newcomer
+        out.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return out
+
+
+def test_a_decided_passage_is_searched_around_its_face_and_a_newcomer_is_still_seen(
+    site: Site, faces_dir: Path
+) -> None:
+    carry_frames = site.engine.config.tracking.carry_frames
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    arrives = 16
+    # One frame at a time (a gate at a low frame rate): each frame sees the one before it.
+    decisions = _stream_paced(site, _with_newcomer(faces_dir, frames=28, arrives=arrives))
+    region = [not searched_whole_frame(dict(d.timings_ms)) for d in decisions]
+    opened = next(i for i, d in enumerate(decisions) if d.action == capture_pb2.ACTION_OPEN)
+    assert not any(region[: opened + 1])  # undecided: whole frames
+    # Decided and alone: carry_frames region searches, then the whole frame again.
+    pattern = ([True] * carry_frames + [False]) * 8
+    assert region[opened + 1 : arrives] == pattern[: arrives - opened - 1], region
+    for i in range(opened + 1, arrives):  # the region finds the face, matched as before
+        assert [f.match.person_id for f in decisions[i].faces] == ["obama"]
+    # The newcomer, outside the region, is found by the next whole-frame search, within
+    # carry_frames frames of arriving; from then on every frame is searched whole (the
+    # newcomer is not a decided passage) and both faces are in every answer.
+    seen = next(i for i, d in enumerate(decisions) if i >= arrives and len(d.faces) == 2)
+    assert seen <= arrives + carry_frames and not region[seen], (seen, region)
+    assert [len(d.faces) for d in decisions[seen:]] == [2] * (len(decisions) - seen)
+    assert not any(region[seen:])
+    # Frames embedded afresh after the decision take the liveness scored before it.
+    scored = [i for i, d in enumerate(decisions) if "liveness" in d.timings_ms]
+    refreshed = [i for i in range(opened + 1, arrives) if "embed" in decisions[i].timings_ms]
+    assert refreshed and not set(refreshed) & set(scored), (refreshed, scored)
+    assert {round(decisions[i].faces[0].liveness, 6) for i in refreshed} <= {
+        round(decisions[i].faces[0].liveness, 6) for i in scored
+    }
+
+
+def test_a_region_search_in_flight_does_not_hide_a_newcomer_a_whole_frame_found(
+    site: Site, faces_dir: Path
+) -> None:
+    """Frames of a gate are recognised in parallel: frame B may be offered a region search
+    before frame A, which found a newcomer, is tracked. B (one face, region) must not then
+    vouch that the decided face is alone: the frame after B searches the whole frame."""
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    arrives = 12
+    frames = _with_newcomer(faces_dir, frames=20, arrives=arrives)
+    engine, passages = site.engine, site.node.passages
+
+    def recognise(i: int, carry: CarryOffer | None) -> FrameResult:
+        return engine.process_frame("c1", frames[i], i * 0.1, carry=carry, gate="door-1")
+
+    def offer(i: int) -> CarryOffer | None:
+        return passages.carry_offer("c1", "door-1", i * 0.1)
+
+    for i in range(arrives - 1):  # one frame at a time: the passage decides
+        passages.observe("c1", "door-1", "cam", i, i * 0.1, recognise(i, offer(i)))
+    pending = offer(arrives)
+    for k in range(4):  # the same frame again until a region search is due
+        if pending is not None and pending.region:
+            break
+        seq = arrives + 100 + k
+        passages.observe("c1", "door-1", "cam", seq, 1.1, recognise(arrives - 1, pending))
+        pending = offer(arrives)
+    assert pending is not None and pending.region
+    # Frame `arrives` (the newcomer is there) and the next are in flight together.
+    a = recognise(arrives, None)  # a whole-frame search: both faces
+    b = recognise(arrives + 1, pending)  # offered before A was tracked: a region, one face
+    assert len(a.faces) == 2
+    assert not searched_whole_frame(b.timings_ms) and len(b.faces) == 1
+    passages.observe("c1", "door-1", "cam", arrives, arrives * 0.1, a)
+    passages.observe("c1", "door-1", "cam", arrives + 1, (arrives + 1) * 0.1, b)
+    after = offer(arrives + 2)
+    assert after is not None and not after.region
+    assert len(recognise(arrives + 2, after).faces) == 2
 
 
 def test_a_stranger_passage_is_embedded_every_frame_but_lends_its_liveness(

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from recognizer.faces.carry import Carried, CarryLedger, CarryPolicy, assign, iou_matrix
+from recognizer.faces.carry import (
+    Carried,
+    CarryLedger,
+    CarryOffer,
+    CarryPolicy,
+    assign,
+    detection_region,
+    iou_matrix,
+    region_misses,
+)
+from recognizer.faces.detector import snap_region
 
 
 def _carried(box: list[float], t: float = 10.0, seed: int = 0) -> Carried:
@@ -72,3 +84,67 @@ def test_a_snapshot_lends_what_the_ledger_had_left_when_the_frame_was_sent() -> 
     assert [snap.claim(b), snap.claim(b), snap.claim(b)] == [1, 2, 0]
     assert snap.claim(12345) == 0  # an origin the frontend did not offer
     assert ledger.used(a) == 1 and ledger.used(b) == 0  # the ledger records loans itself
+
+
+REGION = CarryPolicy(max_carry=3, iou_min=0.6, max_age_s=0.5, region_margin=0.5)
+
+
+def _offer(faces: list[Carried], ledger: CarryLedger, region: bool = True) -> CarryOffer:
+    return CarryOffer(faces, 10.1, REGION, ledger, region)
+
+
+def test_the_region_is_the_lent_faces_grown_by_the_margin_in_image_pixels() -> None:
+    ledger = CarryLedger(3)
+    a = replace(_carried([200, 100, 300, 220]), origin=ledger.new_origin())
+    b = replace(_carried([700, 400, 760, 470]), origin=ledger.new_origin())
+    # scale 0.5: the image searched is the 1920 x 1080 frame decoded at half size.
+    assert detection_region(_offer([a], ledger), 960, 540, 0.5) == (70, 20, 180, 140)
+    # Two faces: one region around both; clipped to the image.
+    assert detection_region(_offer([a, b], ledger), 960, 540, 0.5) == (70, 20, 398, 253)
+    big = replace(a, box=np.array([0.0, 0.0, 1000.0, 1000.0]))
+    assert detection_region(_offer([big], ledger), 960, 540, 0.5) == (0, 0, 750, 540)
+
+
+def test_a_tiny_face_gets_a_region_of_at_least_the_minimum_size() -> None:
+    ledger = CarryLedger(3)
+    tiny = replace(_carried([400, 400, 410, 410]), origin=ledger.new_origin())
+    x0, y0, x1, y1 = detection_region(_offer([tiny], ledger), 960, 540, 0.5) or (0, 0, 0, 0)
+    assert x1 - x0 >= 48 and y1 - y0 >= 48
+    assert x0 <= 200 <= x1 and y0 <= 200 <= y1
+
+
+def test_no_region_unless_the_offer_allows_it_and_every_face_lends_its_embedding() -> None:
+    ledger = CarryLedger(3)
+    face = replace(_carried([200, 100, 300, 220]), origin=ledger.new_origin())
+    assert detection_region(_offer([face], ledger), 960, 540, 0.5) is not None
+    # Another face was in view, or the whole frame is due: search the whole frame.
+    assert detection_region(_offer([face], ledger, region=False), 960, 540, 0.5) is None
+    # A stranger lends only its liveness (no loan limit: it would never search whole frames).
+    stranger = replace(face, embedding=None)
+    assert detection_region(_offer([stranger], ledger), 960, 540, 0.5) is None
+    stale = replace(face, t=9.0)
+    assert detection_region(_offer([stale], ledger), 960, 540, 0.5) is None
+    off = CarryOffer([face], 10.1, replace(REGION, region_margin=0.0), ledger, True)
+    assert detection_region(off, 960, 540, 0.5) is None
+    assert detection_region(_offer([], ledger), 960, 540, 0.5) is None
+
+
+def test_a_region_search_that_may_have_missed_something_asks_for_the_whole_frame() -> None:
+    region = (100, 50, 300, 250)  # image pixels at scale 0.5
+    inside = np.array([[300.0, 200.0, 400.0, 320.0]])  # original pixels: (150, 100)-(200, 160)
+    assert not region_misses(inside, region, 960, 540, 0.5, expected=1)
+    assert region_misses(inside, region, 960, 540, 0.5, expected=2)  # a face is missing
+    assert region_misses(np.zeros((0, 4)), region, 960, 540, 0.5, expected=1)
+    cut = np.array([[202.0, 200.0, 300.0, 320.0]])  # at the region's left edge (x 101)
+    assert region_misses(cut, region, 960, 540, 0.5, expected=1)
+    # An edge of the region that is the image's edge cuts nothing.
+    at_border = np.array([[0.0, 200.0, 100.0, 320.0]])
+    assert not region_misses(at_border, (0, 50, 300, 250), 960, 540, 0.5, expected=1)
+
+
+def test_regions_snap_outwards_to_the_detector_grid() -> None:
+    # 960 x 540 searched at 640 x 360: stride 32 there is 48 pixels here.
+    assert snap_region((70, 20, 180, 140), 2 / 3, 960, 540, 32) == (48, 0, 192, 144)
+    assert snap_region((0, 0, 960, 540), 2 / 3, 960, 540, 32) == (0, 0, 960, 540)
+    assert snap_region((900, 500, 950, 530), 2 / 3, 960, 540, 32) == (864, 480, 960, 540)
+    assert snap_region((10, 10, 20, 20), 1.0, 640, 360, 32) == (0, 0, 32, 32)
