@@ -10,11 +10,20 @@ identities are enrolled and the plates registered first, so decisions are realis
 Measured per gate: server-side latency (``Decision.timings_ms["total"]``) and client-side
 latency (camera capture time → decision received), p50/p95/p99/max, frames sent, answered,
 shed (``status.code`` 8, RESOURCE_EXHAUSTED) and errors; for the node: throughput, CPU use and
-the per-stage split. Writes JSON, Markdown and PNG plots (matplotlib).
+the per-stage split (the means of ``Decision.timings_ms``). Writes JSON, Markdown and PNG plots
+(matplotlib).
+
+The node is measured as its own process, as cameras are separate devices at a real site:
+without ``--server`` the simulator starts ``smartgate serve`` (``benchmarks.node_process``; the
+bench's ``--config`` and ``--models-dir``, a temporary data dir, a free port) and reads the
+node's CPU from ``/proc`` of its pid; with ``--server`` give ``--server-pid`` for it. The
+machine's other busy time is reported as other processes, this load generator's share named.
+(The node in the load generator's process would share its GIL with the gates' gRPC client
+threads: on 2 cores 80.5 instead of 87.7 one-face frames/s at saturation.)
 
 Modes:
 * ``smartgate bench`` — 8 gates (a quarter of them vehicle lanes), a sweep at 0.5×, 1× and
-  1.5× of ``--fps``; without ``--server`` an embedded node is started in this process;
+  1.5× of ``--fps``; without ``--server`` a node is started in its own process;
 * ``--sweep auto`` — raise the load until the node stops keeping up (saturation), then run
   at 70 % and 150 % of it and check the latency goals (use with ``--workload one-face``);
 * ``--site FILE`` — site acceptance: the gates of a TOML file, PASS/FAIL per gate, exit 1 if
@@ -33,7 +42,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 import tomllib
@@ -49,6 +57,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from benchmarks.datasets import data_dir, face_labels, subjects_per_file
+from benchmarks.node_process import running_node
 from smartgate.errors import SmartgateError
 from smartgate.v1 import capture_pb2, capture_pb2_grpc, common_pb2, registry_pb2, registry_pb2_grpc
 
@@ -488,7 +497,6 @@ def run_load(
     factor: float | None = None,
     drain_s: float | None = None,
     cpu_pid: int | None = None,
-    client_in_process: bool = False,
     progress: bool = True,
     seed: int = 0,
     connect: Any = grpc.insecure_channel,
@@ -514,7 +522,10 @@ def run_load(
             offset = (k * len(frames)) // max(1, len(specs)) + int(rng.integers(0, 5))
             gates.append(GateRun(spec, frames, community, start + phase, end, seq_base, offset))
         pid = cpu_pid
+        # The node in this process (a test's server): its CPU includes the client threads'.
+        in_process = pid == os.getpid()
         cpu0 = process_cpu_s(pid) if pid is not None else None
+        gen0 = None if in_process else process_cpu_s(os.getpid())
         busy0 = machine_busy_s()
         wall0 = time.perf_counter()
         readers = []
@@ -548,22 +559,16 @@ def run_load(
             t.join(timeout=10)
         finished = time.perf_counter()
         cpu1 = process_cpu_s(pid) if pid is not None else None
+        gen1 = None if in_process else process_cpu_s(os.getpid())
         busy1 = machine_busy_s()
-        wall = finished - wall0
-        ncpu = os.cpu_count() or 1
-        cpu: dict[str, float | None] = {"cores": float(ncpu), "wall_s": round(wall, 2)}
-        if busy0 is not None and busy1 is not None:
-            cpu["machine_busy_pct"] = round(100 * (busy1 - busy0) / wall / ncpu, 1)
-        if cpu0 is not None and cpu1 is not None:
-            process = (cpu1 - cpu0) / wall
-            client = sum(g.cpu_s for g in gates) / wall if client_in_process else 0.0
-            cpu["process_cores"] = round(process, 3)
-            cpu["client_cores"] = round(client, 3) if client_in_process else None
-            cpu["node_cores"] = round(process - client, 3)
-            cpu["node_pct"] = round(100 * (process - client) / ncpu, 1)
-            if "machine_busy_pct" in cpu and cpu["machine_busy_pct"] is not None:
-                other = cpu["machine_busy_pct"] / 100 * ncpu - process
-                cpu["other_processes_cores"] = round(max(0.0, other), 3)
+        cpu = _cpu_split(
+            wall=finished - wall0,
+            ncpu=os.cpu_count() or 1,
+            busy=None if busy0 is None or busy1 is None else busy1 - busy0,
+            node_process=None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+            generator=None if gen0 is None or gen1 is None else gen1 - gen0,
+            client_threads=sum(g.cpu_s for g in gates) if in_process else None,
+        )
         result = RunResult(label, factor, gates, start, measure_from, end, finished, cpu)
         s = summarize_run(result)["node"]
         bar.close(
@@ -575,6 +580,38 @@ def run_load(
     finally:
         for ch in channels:
             ch.close()
+
+
+def _cpu_split(
+    *,
+    wall: float,
+    ncpu: int,
+    busy: float | None,
+    node_process: float | None,
+    generator: float | None,
+    client_threads: float | None,
+) -> dict[str, float | None]:
+    """CPU of one run in cores (CPU seconds over ``wall`` seconds): ``busy`` of the machine,
+    ``node_process`` of the node's pid, ``generator`` of this process when the node runs in
+    another one, ``client_threads`` of the gates' threads when it runs in this one (None: not
+    known). Other processes are the machine's busy time less the node's process: with the node
+    in its own process they include this load generator (``load_generator_cores``)."""
+    cpu: dict[str, float | None] = {"cores": float(ncpu), "wall_s": round(wall, 2)}
+    if busy is not None:
+        cpu["machine_busy_pct"] = round(100 * busy / wall / ncpu, 1)
+    in_process = client_threads is not None
+    client = (client_threads or 0.0) / wall
+    if generator is not None or in_process:
+        cpu["load_generator_cores"] = round(client if in_process else (generator or 0.0) / wall, 3)
+    if node_process is not None:
+        process = node_process / wall
+        cpu["process_cores"] = round(process, 3)
+        cpu["client_cores"] = round(client, 3) if in_process else None
+        cpu["node_cores"] = round(process - client, 3)
+        cpu["node_pct"] = round(100 * (process - client) / ncpu, 1)
+        if busy is not None:
+            cpu["other_processes_cores"] = round(max(0.0, busy / wall - process), 3)
+    return cpu
 
 
 def _live_text(gates: list[GateRun], now: float, end: float) -> str:
@@ -737,14 +774,32 @@ def summarize_run(r: RunResult) -> dict[str, Any]:
 
 
 def _contention_warning(cpu: dict[str, Any]) -> list[str]:
+    """A warning when processes other than the node and this load generator used the CPU."""
     other = cpu.get("other_processes_cores")
-    if other is None or other < 0.2:
+    if other is None:
+        return []
+    if cpu.get("client_cores") is None:  # the node in its own process: other includes us
+        other -= cpu.get("load_generator_cores") or 0.0
+    if other < 0.2:
         return []
     return [
         "",
-        f"warning: other processes used {other:.2f} of the {cpu['cores']:.0f} cores during this "
-        "run; the node had less CPU than the machine has, latencies are inflated",
+        f"warning: processes other than the node and the load generator used {other:.2f} of "
+        f"the {cpu['cores']:.0f} cores during this run; the node had less CPU than the machine "
+        "has, latencies are inflated",
     ]
+
+
+def _other_text(cpu: dict[str, Any]) -> str:
+    """The report's ", other processes X cores (of which the load generator Y)", or ""."""
+    other = cpu.get("other_processes_cores")
+    if other is None:
+        return ""
+    text = f", other processes {other:.2f} cores"
+    generator = cpu.get("load_generator_cores")
+    if generator is not None and cpu.get("client_cores") is None:
+        text += f" (of which the load generator {generator:.2f})"
+    return text
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -764,11 +819,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{node['throughput_fps']:.1f}/s, shed {node['shed_fps']:.1f}/s; "
         f"node CPU {_fmt(cpu.get('node_cores'), 2)} cores ({_fmt(cpu.get('node_pct'), 0)} % of "
         f"{cpu['cores']:.0f}); machine busy {_fmt(cpu.get('machine_busy_pct'), 0)} %"
-        + (
-            f", other processes {_fmt(cpu.get('other_processes_cores'), 2)} cores"
-            if cpu.get("other_processes_cores") is not None
-            else ""
-        ),
+        + _other_text(cpu),
         *_contention_warning(cpu),
         "",
         "| gate | lane | fps | sent | answered | shed | errors | server p50 | p95 | p99 | max "
@@ -1119,30 +1170,16 @@ def site_table(site: dict[str, Any]) -> str:
 def embedded_node(
     config_path: Path | None, models_dir: Path | None, gates: int
 ) -> Iterator[tuple[str, int]]:
-    """A real node and gRPC server in this process on a free port; yields (address, pid)."""
-    from cluster.node import Node
-    from cluster.server import start_server
+    """A real node and gRPC server started for this run, as its own process (``smartgate serve``
+    on a free port, a temporary data dir: ``benchmarks.node_process``), so its CPU is read from
+    ``/proc`` of its pid alone and the load generator does not compete for its GIL; yields
+    (address, pid). ``config_path`` and ``models_dir`` as for ``smartgate serve``; the server
+    gets ``max(server.max_workers, gates + 4)`` gRPC workers, one stream per gate and spare."""
     from smartgate.config import load_config
 
-    base = load_config(config_path)
-    with tempfile.TemporaryDirectory(prefix="smartgate-bench-") as tmp:
-        config = replace(
-            base,
-            data_dir=Path(tmp),
-            server=replace(
-                base.server,
-                listen="127.0.0.1:0",
-                max_workers=max(base.server.max_workers, gates + 4),
-            ),
-            models=replace(base.models, cache_dir=models_dir or base.models.cache_dir),
-        )
-        node = Node.open(config)
-        running = start_server(node, config.server)
-        try:
-            yield running.address, os.getpid()
-        finally:
-            running.stop(1.0)
-            node.close()
+    workers = max(load_config(config_path).server.max_workers, gates + 4)
+    with running_node(models_dir, workers, config=config_path) as node:
+        yield node.address, node.pid
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -1236,8 +1273,9 @@ def _execute(
     duration: float,
     warmup: float,
     community: str,
-) -> tuple[FramePool, list[RunResult], RunResult, float | None]:
-    """Build the frames, start (or reach) the node, prepare the community, run the load."""
+) -> tuple[FramePool, list[RunResult], RunResult, float | None, int | None]:
+    """Build the frames, start (or reach) the node, prepare the community, run the load;
+    also returns the node's pid (None: ``--server`` without ``--server-pid``)."""
     quiet = args.quiet
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
         _log(quiet, f"building {workload} frames from {data_dir()} ...")
@@ -1246,7 +1284,7 @@ def _execute(
         if args.server:
             server_cm = contextlib.nullcontext((args.server, args.server_pid))
         else:
-            _log(quiet, "starting an embedded node (loading and warming the models) ...")
+            _log(quiet, "starting an embedded node in its own process (loading the models) ...")
             server_cm = embedded_node(args.config, args.models_dir, len(specs))
         with server_cm as (address, pid):
             pool = pool_future.result()
@@ -1261,7 +1299,6 @@ def _execute(
                 "warmup": warmup,
                 "drain_s": args.drain,
                 "cpu_pid": pid,
-                "client_in_process": not args.server,
                 "progress": not quiet,
                 "seed": args.seed,
             }
@@ -1292,7 +1329,7 @@ def _execute(
                     )
                 main_run = next((r for r in runs if r.factor == 1.0), runs[0])
 
-    return pool, runs, main_run, saturation
+    return pool, runs, main_run, saturation, pid
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1335,7 +1372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = args.quiet
 
     try:
-        pool, runs, main_run, saturation = _execute(
+        pool, runs, main_run, saturation, node_pid = _execute(
             args, specs, factors, site is not None, workload, duration, warmup, community
         )
     except (grpc.RpcError, grpc.FutureTimeoutError, SmartgateError, OSError) as exc:
@@ -1354,7 +1391,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {
         "version": 1,
         "started_at": started.isoformat(timespec="seconds"),
-        "server": f"server {args.server}" if args.server else "embedded node",
+        "server": _server_text(args.server, node_pid),
+        "node_process": {
+            "pid": node_pid,
+            "bench_pid": os.getpid(),
+            "own_process": None if node_pid is None else node_pid != os.getpid(),
+            "started_by_bench": not args.server,
+        },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "config": {
             "workload": workload,
@@ -1398,6 +1441,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if site and report["site"]["result"] != "PASS":
         return 1
     return 0
+
+
+def _server_text(server: str | None, pid: int | None) -> str:
+    """Which node was measured, for the report's title."""
+    if server is None:
+        return f"embedded node in its own process (`smartgate serve`, pid {pid})"
+    if pid == os.getpid():
+        return f"server {server} (in the load generator's process)"
+    return f"server {server}" + (f" (pid {pid})" if pid is not None else "")
 
 
 def _auto_sweep(

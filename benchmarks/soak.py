@@ -1,12 +1,13 @@
 """Soak run: G gates stream real 1080p frames for N minutes with a share of corrupt frames.
 
 The node runs as its own process (``smartgate serve`` on a free port, a fresh data dir, no
-metrics port), so its memory is measured alone: VmRSS from ``/proc/PID/status`` every few
-seconds. The gates are ``benchmarks.gates`` cameras (the same frame pool of face passages,
-empty frames and car scenes, the same enrolled identities and registered plates), each on one
-``Capture/Stream`` at a moderate rate, open loop. A frame is corrupt with probability
-``--corrupt``, in one of several ways each checked beforehand to be undecodable (truncated,
-header overwritten, a declared size of 65500x65500, random bytes, empty, a broken PNG).
+metrics port: ``benchmarks.node_process``), so its memory is measured alone: VmRSS from
+``/proc/PID/status`` every few seconds. The gates are ``benchmarks.gates`` cameras (the same
+frame pool of face passages, empty frames and car scenes, the same enrolled identities and
+registered plates), each on one ``Capture/Stream`` at a moderate rate, open loop. A frame is
+corrupt with probability ``--corrupt``, in one of several ways each checked beforehand to be
+undecodable (truncated, header overwritten, a declared size of 65500x65500, random bytes,
+empty, a broken PNG).
 
 Checked (exit 1 when any fails): no stream broke; every corrupt frame was answered with
 INVALID_ARGUMENT (as many as were sent); no good frame got an error other than shedding; every
@@ -22,10 +23,7 @@ import argparse
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -46,15 +44,15 @@ from benchmarks.gates import (
     default_gates,
     prepare_community,
 )
+from benchmarks.node_process import NodeProcess, start_node
 from recognizer.image import DecodeLimits, decode
-from smartgate.errors import DecodeError
+from smartgate.errors import DecodeError, UnavailableError
 from smartgate.v1 import capture_pb2, capture_pb2_grpc
 
 OK_CODE = 0
 INVALID_CODE = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 NO_REPLY = -1
 CORRUPTIONS = ("truncated", "header", "bomb", "random", "empty", "png")
-SERVE_TIMEOUT_S = 180.0
 
 
 # -- corrupt frames -------------------------------------------------------------------------
@@ -191,77 +189,7 @@ class SoakGate:
         }
 
 
-# -- the node -------------------------------------------------------------------------------
-
-
-@dataclass
-class NodeProcess:
-    """``smartgate serve`` in its own process on a free port, with a fresh data dir."""
-
-    process: subprocess.Popen[str]
-    address: str
-    data_dir: tempfile.TemporaryDirectory[str]
-    log: list[str]
-    pump: threading.Thread
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.pump.join(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self.data_dir.cleanup()
-        return self.process.returncode
-
-
-def start_node(models_dir: Path | None, workers: int) -> NodeProcess:
-    """Start the node and wait for its "serving on" line (models loaded and warm)."""
-    data = tempfile.TemporaryDirectory(prefix="smartgate-soak-")
-    cmd = [sys.executable, "-m", "cluster.cli", "serve", "--data-dir", data.name]
-    cmd += ["--listen", "127.0.0.1:0"]
-    if models_dir is not None:
-        cmd += ["--models-dir", str(models_dir)]
-    env = dict(os.environ)
-    env["SMARTGATE_SERVER__METRICS_LISTEN"] = ""  # no fixed port to collide on
-    env["SMARTGATE_SERVER__MAX_WORKERS"] = str(workers)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
-    )
-    log: list[str] = []
-    found: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:  # keep reading, or a full pipe would block the node
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if len(log) < 2000:
-                log.append(line.rstrip())
-            if not found and line.startswith("smartgate serving on "):
-                found.append(line.split()[3])
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=pump, name="soak-node-log", daemon=True)
-    reader.start()
-    if not ready.wait(SERVE_TIMEOUT_S) or not found:
-        proc.kill()
-        proc.wait(timeout=10)
-        reader.join(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        data.cleanup()
-        tail = "\n".join(log[-20:])
-        raise RuntimeError(f"smartgate serve did not start:\n{tail}")
-    return NodeProcess(proc, found[0], data, log, reader)
+# -- the node's memory ----------------------------------------------------------------------
 
 
 def rss_mb(pid: int) -> float | None:
@@ -489,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", help="HOST:PORT of a running node (default: start one)")
     p.add_argument("--server-pid", type=int, help="its process id, for its RSS")
     p.add_argument("--models-dir", type=Path, help="model cache of the started node")
+    p.add_argument("--config", type=Path, help="TOML configuration of the started node")
     p.add_argument("--passages", type=int, default=8, help="face passages in the frame pool")
     p.add_argument("--community", default="soak")
     p.add_argument("--seed", type=int, default=0)
@@ -518,12 +447,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     pool = build_pool("mixed", args.passages, args.seed)
     bad = corrupt_variants(pool.frames["pedestrian"] + pool.frames["vehicle"], 24, args.seed)
     specs = default_gates(args.gates, args.fps)
-    node = None
+    node: NodeProcess | None = None
     if args.server:
         address, pid = args.server, args.server_pid
     else:
         log("starting smartgate serve ...")
-        node = start_node(args.models_dir, workers=args.gates + 8)
+        try:
+            node = start_node(args.models_dir, args.gates + 8, config=args.config)
+        except UnavailableError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         address, pid = node.address, node.pid
     sampler = RssSampler(pid, interval)
     try:

@@ -56,6 +56,16 @@ def test_short_load_writes_json_markdown_and_plots(server, tmp_path: Path, capsy
     assert {"throughput_fps", "offered_fps", "shed_fps", "cpu", "p99_ms"} <= set(node)
     assert node["offered_fps"] == 4.0 and node["throughput_fps"] > 0
     assert node["cpu"]["process_cores"] > 0 and node["stream_errors"] == 0
+    # The test's server runs in this process: the gates' client threads are taken out of it.
+    assert report["node_process"] == {
+        "pid": os.getpid(),
+        "bench_pid": os.getpid(),
+        "own_process": False,
+        "started_by_bench": False,
+    }
+    cpu = node["cpu"]
+    assert cpu["client_cores"] is not None and cpu["load_generator_cores"] == cpu["client_cores"]
+    assert cpu["node_cores"] == pytest.approx(cpu["process_cores"] - cpu["client_cores"], abs=2e-3)
     assert [s["factor"] for s in report["sweep"]] == [0.5, 1.0]
     assert report["main"]["label"] == "1x"
 
@@ -103,8 +113,35 @@ def test_site_acceptance_fails_an_impossible_target_with_exit_1(
     assert out.returncode == 1, out.stderr[-3000:]
     assert "site: FAIL (2 of 2 gates failed)" in out.stdout
     assert "server p99" in out.stdout and "> 0.001 ms" in out.stdout
-    assert "starting an embedded node" in out.stderr  # progress is shown
+    assert "starting an embedded node in its own process" in out.stderr  # progress is shown
     assert (tmp_path / "out" / "latency_cdf.png").read_bytes().startswith(PNG)
+    # The node ran as its own process, not the bench's (nor this test's), and is gone.
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    proc = report["node_process"]
+    assert proc["own_process"] is True and proc["started_by_bench"] is True
+    assert proc["pid"] not in (proc["bench_pid"], os.getpid(), None)
+    assert not Path(f"/proc/{proc['pid']}").exists()  # stopped with the bench
+    assert f"embedded node in its own process (`smartgate serve`, pid {proc['pid']})" in out.stdout
+    cpu = report["node"]["cpu"]
+    assert cpu["node_cores"] > 0 and cpu["node_cores"] == cpu["process_cores"]
+    assert cpu["client_cores"] is None and cpu["load_generator_cores"] > 0
+    assert cpu["other_processes_cores"] is not None  # everything but the node, the bench too
+    assert "(of which the load generator " in out.stdout
+
+
+def test_a_node_that_does_not_start_is_an_error_with_its_output(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bench's --config goes to the started node, whose last output names the problem."""
+    config = tmp_path / "node.toml"
+    config.write_text('[models]\ndetector = "no-such-detector"\n', encoding="utf-8")
+    argv = ["--config", str(config), "--models-dir", str(models_dir), "--gates", "1"]
+    argv += ["--duration", "1", "--passages", "1", "--plots", str(tmp_path), "--no-plots"]
+    assert gates.main([*argv, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "error: smartgate serve exited with code 1" in err
+    assert f"loading models from {models_dir}" in err and "'no-such-detector'" in err
+    assert not (tmp_path / "report.json").exists()
 
 
 def test_example_site_file_and_bad_site_files(tmp_path: Path) -> None:
@@ -119,6 +156,37 @@ def test_example_site_file_and_bad_site_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="missing 'p99_ms'"):
         gates.load_site(bad)
     assert gates.main(["--site", str(bad)]) == 2
+
+
+def test_cpu_split_with_the_node_in_its_own_process_and_in_this_one() -> None:
+    """Pure: CPU seconds over 10 s of wall on 2 cores."""
+    own = gates._cpu_split(
+        wall=10.0, ncpu=2, busy=18.0, node_process=14.0, generator=3.0, client_threads=None
+    )
+    assert own["node_cores"] == own["process_cores"] == 1.4 and own["client_cores"] is None
+    assert own["machine_busy_pct"] == 90.0 and own["node_pct"] == 70.0
+    # Other processes: all but the node, so the load generator (0.3) and 0.1 of strangers.
+    assert own["other_processes_cores"] == 0.4 and own["load_generator_cores"] == 0.3
+    assert gates._contention_warning(own) == []  # 0.1 foreign cores: no warning
+    text = gates._other_text(own)
+    assert text == ", other processes 0.40 cores (of which the load generator 0.30)"
+    busy = gates._cpu_split(
+        wall=10.0, ncpu=2, busy=19.0, node_process=12.0, generator=3.0, client_threads=None
+    )
+    assert "used 0.40 of the 2 cores" in "".join(gates._contention_warning(busy))
+
+    inproc = gates._cpu_split(
+        wall=10.0, ncpu=2, busy=18.0, node_process=17.0, generator=None, client_threads=3.0
+    )
+    assert inproc["process_cores"] == 1.7 and inproc["client_cores"] == 0.3
+    assert inproc["node_cores"] == 1.4 and inproc["load_generator_cores"] == 0.3
+    assert inproc["other_processes_cores"] == 0.1
+    assert gates._other_text(inproc) == ", other processes 0.10 cores"
+    unknown = gates._cpu_split(
+        wall=10.0, ncpu=2, busy=None, node_process=None, generator=3.0, client_threads=None
+    )
+    assert set(unknown) == {"cores", "wall_s", "load_generator_cores"}
+    assert gates._other_text(unknown) == "" and gates._contention_warning(unknown) == []
 
 
 def test_compute_limit_measures_the_models(models_dir: Path) -> None:

@@ -34,3 +34,14 @@ def test_short_soak_answers_every_corrupt_frame_and_keeps_memory_flat(
     assert report["run"]["node_exit_code"] == 0  # stopped cleanly by SIGTERM
     assert (out / "rss.png").read_bytes().startswith(PNG)
     assert "**PASS**" in (out / "soak.md").read_text(encoding="utf-8")
+
+
+def test_a_node_that_does_not_start_is_an_error_with_its_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[capture]\nno_such_setting = 1\n", encoding="utf-8")
+    argv = ["--gates", "1", "--seconds", "1", "--passages", "1", "--config", str(config)]
+    assert soak.main([*argv, "--out", str(tmp_path / "soak"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "error: smartgate serve exited with code 1" in err and "no_such_setting" in err
