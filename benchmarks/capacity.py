@@ -10,11 +10,11 @@ busiest hour a gate is active ``peak_duty`` of the time. Compute: a CPU node of 
 cores does ``1000 / face_frame_core_ms`` one-face frames/s per core (vehicle frames
 likewise), derated to ``target_utilisation`` so latency stays low (the harness's 70 % run
 is the evidence that p99 holds there). GPU nodes (Triton) take the model work off the CPU:
-``gpu_frames_per_s`` per GPU is assumed from public TensorRT figures for these model sizes (no
-GPU here), and the CPU cost that stays (decode, align, tracking, gRPC) is measured as the
-per-frame cost minus the model time. Index memory: bytes per template of each FAISS kind
-(exact: float32 vectors; PQ: 4-bit codes plus the float32 vectors kept for exact
-re-scoring), ``templates_per_person`` each.
+``gpu_frames_per_s`` per GPU was measured on one H200 with PyTorch (``benchmarks.gpu_models``:
+fp16 CUDA graphs via onnx2torch, both models at batch 64), and the CPU cost that stays
+(decode, align, tracking, gRPC) is measured as the per-frame cost minus the model time.
+Index memory: bytes per template of each FAISS kind (exact: float32 vectors; PQ: 4-bit codes
+plus the float32 vectors kept for exact re-scoring), ``templates_per_person`` each.
 
 Run: ``python -m benchmarks.capacity [--report reports/bench-…/report.json] [--communities 500]``
 (``--report`` takes the measured per-frame cost from a harness run at saturation).
@@ -84,9 +84,16 @@ class Model:
         0.7, "chosen: the harness's 70 %-of-saturation run shows every gate's p99 in target there"
     )
     gpu_frames_per_s: Input = Input(
-        1500.0,
-        "RetinaFace-mnet0.25 640x360 + one 112x112 embedding with TensorRT fp16 on one "
-        "T4-class GPU with dynamic batching (not measured: no GPU on this machine)",
+        12_855.0,
+        "one-face frames/s (RetinaFace-mnet0.25 640x360 + one fr-feature 112x112 embedding) on"
+        " one H200, PyTorch 2.11 fp16 CUDA graphs, channels-last, via onnx2torch, both models at"
+        " batch 64 (`python -m benchmarks.gpu_models`, 29 Nov 2026): a batch a county's ~5,000"
+        " frames/s fills in ~13 ms; at the best batches (detector 512, embedder 256) 15,678, with"
+        " torch.compile ~31,700; model time only: JPEG decode, resize and alignment stay on the"
+        " CPU, the frame's copy to the GPU (~18 µs) is not in it; vehicle frames are counted at"
+        " the same cost (the plate models were not measured); Triton's overhead or TensorRT's"
+        " kernels would give other figures, and a T4-class card a fraction of it",
+        measured=True,
     )
     templates_per_person: Input = Input(3.0, "enrolment photos kept per person")
     exact_below: Input = Input(
@@ -191,8 +198,10 @@ def markdown(model: Model, result: Plan) -> str:
         "frames/s",
         f"- CPU only: {result.cpu_cores:,.0f} cores at {model.target_utilisation.value:.0%} "
         f"load = **{result.cpu_nodes} nodes** of {cores:g} cores",
-        f"- with Triton: **{result.gpus} GPUs** for the models + {result.cpu_cores_with_gpus:,.0f}"
-        f" CPU cores = {result.cpu_nodes_with_gpus} CPU nodes for decode, tracking and gRPC",
+        f"- with Triton: **{result.gpus} GPU{'' if result.gpus == 1 else 's'}** for the models"
+        " (no spare for failover counted) + "
+        f"{result.cpu_cores_with_gpus:,.0f} CPU cores = {result.cpu_nodes_with_gpus} CPU nodes"
+        " for decode, tracking and gRPC",
         f"- face indexes: {result.index_gb:,.1f} GB in all; the largest community "
         f"{result.largest_index_mb:,.0f} MB (one index actor each, spread over the nodes)",
     ]

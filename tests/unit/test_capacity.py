@@ -57,4 +57,10 @@ def test_a_harness_report_supplies_the_measured_frame_cost() -> None:
 def test_the_command_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--communities", "500"]) == 0
     out = capsys.readouterr().out
-    assert "nodes" in out and "GPUs" in out and "assumed" in out
+    assert "nodes" in out and "GPU" in out and "assumed" in out
+
+
+def test_the_gpu_figure_is_marked_measured_with_its_runtime() -> None:
+    gpu = Model().gpu_frames_per_s
+    assert gpu.measured
+    assert "H200" in gpu.source and "PyTorch" in gpu.source and "TensorRT" in gpu.source
