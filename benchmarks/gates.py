@@ -24,7 +24,9 @@ threads: on 2 cores 80.5 instead of 87.7 one-face frames/s at saturation.)
 Modes:
 * ``smartgate bench`` — 8 gates (a quarter of them vehicle lanes), a sweep at 0.5×, 1× and
   1.5× of ``--fps``; without ``--server`` a node is started in its own process;
-* ``--sweep auto`` — raise the load until the node stops keeping up (saturation), then run
+* ``--sweep auto [--ceiling auto]`` — measure the ``--limit`` ceiling in the same run (the
+  node idle) so the ratio is taken side by side; raise the load until the node stops keeping
+  up (saturation: the most it answered), then run
   at 70 % and 150 % of it and check the latency goals (use with ``--workload one-face``);
 * ``--site FILE`` — site acceptance: the gates of a TOML file, PASS/FAIL per gate, exit 1 if
   any gate fails (``benchmarks/site_example.toml``);
@@ -1222,7 +1224,12 @@ def build_parser() -> argparse.ArgumentParser:
         "'auto': find saturation, "
         "then run at 70 %% and 150 %% of it",
     )
-    p.add_argument("--ceiling", type=float, help="frames/s of --limit, to compare with")
+    p.add_argument(
+        "--ceiling",
+        type=_ceiling,
+        help="frames/s of --limit, to compare with, or 'auto': measure it in this run, right "
+        "before the load (the node idle), so the ratio is taken side by side",
+    )
     p.add_argument("--site", type=Path, help="site acceptance: a TOML file of gates")
     p.add_argument("--limit", action="store_true", help="measure the models alone and exit")
     p.add_argument("--limit-seconds", type=float, default=3.0, help="per --limit setting")
@@ -1257,6 +1264,36 @@ def _factors(text: str) -> list[float]:
     if not values or any(v <= 0 for v in values):
         raise ValueError(f"--sweep factors must be > 0, got {text!r}")
     return values
+
+
+def _ceiling(text: str) -> float | str:
+    """``--ceiling``: frames/s, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a number of frames/s or 'auto', got {text!r}") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def measure_ceiling(args: argparse.Namespace) -> float:
+    """The ``--limit`` ceiling (best frames/s of the configured detector + embedder alone),
+    measured now in this process."""
+    from benchmarks import compute_limit
+    from smartgate.config import load_config
+
+    models = load_config(args.config).models  # the models the node runs
+    report = compute_limit.run(
+        args.models_dir,
+        args.limit_seconds,
+        progress=not args.quiet,
+        detector=models.detector,
+        embedder=models.embedder,
+    )
+    return float(report["best"]["fps"])
 
 
 def _log(quiet: bool, text: str) -> None:
@@ -1310,6 +1347,10 @@ def _execute(
                 )
                 main_run = runs[0]
             elif args.sweep == "auto":
+                if args.ceiling == "auto":
+                    _log(quiet, "measuring the --limit ceiling (the node idle) ...")
+                    args.ceiling = measure_ceiling(args)
+                    _log(quiet, f"ceiling: {args.ceiling:g} frames/s")
                 main_run, saturation = _auto_sweep(
                     address, specs, pool, duration, args, common, runs
                 )
@@ -1351,6 +1392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         factors = [] if args.sweep == "auto" or site else _factors(args.sweep)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.ceiling == "auto" and args.sweep != "auto":
+        print("error: --ceiling auto is measured for --sweep auto only", file=sys.stderr)
         return 2
     if args.gates < 1 or args.fps <= 0 or args.duration <= 0:
         print("error: --gates, --fps and --duration must be positive", file=sys.stderr)
@@ -1461,20 +1505,27 @@ def _auto_sweep(
     common: dict[str, Any],
     runs: list[RunResult],
 ) -> tuple[RunResult, float]:
-    """Raise the load ×1.5 per step until the node stops keeping up; then 70 % and 150 %."""
+    """Raise the load ×1.5 per step until the node stops keeping up (one more step at ×1.2
+    when it nearly did, so a node just short of the load is not taken at that load's figure);
+    saturation is the most it answered in any run. Then 70 % and 150 % of it."""
     fps = args.fps
     best = 0.0
-    for step in range(8):
+    step = 0
+    growth = 1.5
+    while step < 10:
         scaled = [replace(s, fps=fps) for s in specs]
         r = run_load(address, scaled, pool, duration=duration, label=f"search {step + 1}", **common)
         runs.append(r)
+        step += 1
         node = summarize_run(r)["node"]
         best = max(best, node["throughput_fps"])
         shed_share = node["shed"] / max(1, node["sent"])
         kept_up = node["throughput_fps"] >= 0.95 * node["offered_fps"] and shed_share <= 0.01
         if not kept_up:
-            break
-        fps *= 1.5
+            if growth == 1.2 or node["throughput_fps"] < 0.9 * node["offered_fps"]:
+                break
+            growth = 1.2
+        fps *= growth
     main_run = None
     for share in (0.7, 1.5):
         per_gate = share * best / len(specs)

@@ -199,3 +199,15 @@ def test_compute_limit_measures_the_models(models_dir: Path) -> None:
     models = ModelsConfig()
     assert {c["model"] for c in report["per_call"]} == {models.detector, models.embedder}
     assert "ceiling:" in compute_limit.markdown(report)
+
+
+def test_the_ceiling_is_a_figure_or_measured_in_the_run(models_dir: Path) -> None:
+    parser = gates.build_parser()
+    assert parser.parse_args(["--ceiling", "130.1"]).ceiling == 130.1
+    assert parser.parse_args(["--ceiling", "auto"]).ceiling == "auto"
+    for bad in ("fast", "0", "-3"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--ceiling", bad])
+    assert gates.main(["--ceiling", "auto", "--sweep", "1"]) == 2  # only with --sweep auto
+    args = parser.parse_args(["--models-dir", str(models_dir), "--limit-seconds", "0.2", "--quiet"])
+    assert gates.measure_ceiling(args) > 0
