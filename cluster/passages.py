@@ -35,7 +35,14 @@ from cluster.thumbnails import face_thumbnail, plate_thumbnail
 from cluster.tracking import FinishedTrack, GateTracker, Observation, TrackDecision
 from indexer.strangers import StrangerBook, StrangerIndex
 from recognizer.faces.analyzer import searched_whole_frame
-from recognizer.faces.carry import Carried, CarryLedger, CarryOffer, CarryPolicy
+from recognizer.faces.carry import (
+    Carried,
+    CarryLedger,
+    CarryOffer,
+    CarryPolicy,
+    View,
+    merge_view,
+)
 from smartgate.config import TrackingConfig
 from smartgate.errors import UnavailableError
 
@@ -86,10 +93,12 @@ class _Gate:
     starts: dict[str, float] = field(default_factory=dict)  # track id → start (wall clock)
     decided: dict[str, Action] = field(default_factory=dict)  # track id → last decision
     best: dict[str, _Best] = field(default_factory=dict)
-    # Decided faces of the latest frame, for the next frames to reuse, and whether they were
-    # all of its faces, each lending its embedding (replaced whole, read without the lock).
-    carried: tuple[tuple[Carried, ...], bool] = ((), False)
-    # Frames offered a region search since the gate's last whole-frame search (carry_offer).
+    # Decided faces of the latest frame, for the next frames to reuse (replaced whole, read
+    # without the lock).
+    carried: tuple[Carried, ...] = ()
+    # Where the gate's faces were last seen, and how many frames were offered a search around
+    # them since its last whole-frame search (carry_offer).
+    view: View | None = None
     region_streak: int = 0
 
 
@@ -188,34 +197,39 @@ class Passages:
                 if emit.action == Action.ALERT:
                     self._alert_now(community, gate, g, emit, t)
             if self.carry_policy.max_carry > 0:
-                lent, complete = _carried(
-                    sources, outcome.track_ids, g.decided, t, self.carry_ledger
-                )
-                if not searched_whole_frame(result.timings_ms):
-                    # What lay outside the region was not looked at: it may not vouch for it.
-                    complete = complete and g.carried[1]
-                g.carried = (lent, complete)
+                g.carried = _carried(sources, outcome.track_ids, g.decided, t, self.carry_ledger)
+                boxes = np.array([m.face.box for m in result.faces], dtype=np.float64)
+                whole = searched_whole_frame(result.timings_ms)
+                g.view = merge_view(g.view, boxes, t, whole)
             self._share(community, gate, g)
         action, reason = _frame_action(emitted, result, outcome.status)
         return PassageOutcome(action, reason, states)
 
     def carry_offer(self, community: str, gate: str, t: float) -> CarryOffer | None:
-        """What a new frame of ``gate`` received at ``t`` may reuse (None: nothing)."""
-        if self.carry_policy.max_carry <= 0:
+        """What a new frame of ``gate`` received at ``t`` may reuse (None: nothing): the
+        gate's decided faces, and its view when the frame may be searched only around it."""
+        policy = self.carry_policy
+        if policy.max_carry <= 0:
             return None
         with self._gates_lock:
             g = self._gates.get((community, gate))
         if g is None:
             return None
-        faces, complete = g.carried
-        if not faces:
-            return None
         # Counted as frames are offered, not as they are tracked: frames of a gate are
         # recognised in parallel, and a region search cannot see what came into view outside.
         with g.lock:
-            region = complete and g.region_streak < self.carry_policy.max_carry
+            view = g.view
+            region = (
+                view is not None
+                and len(view.boxes) > 0
+                and abs(t - view.t) <= policy.max_age_s
+                and g.region_streak < policy.max_carry
+            )
             g.region_streak = g.region_streak + 1 if region else 0
-        return CarryOffer(faces, t, self.carry_policy, self.carry_ledger, region)
+            faces = g.carried
+        if not faces and not region:
+            return None
+        return CarryOffer(faces, t, policy, self.carry_ledger, view if region else None)
 
     def snapshot(
         self, community: str, gate: str, device: str, t: float, result: FrameResult
@@ -260,7 +274,7 @@ class Passages:
                     g.decided.pop(track_id, None)
                     g.best.pop(track_id, None)
                 if kind == "face":
-                    g.carried = ((), False)
+                    g.carried = ()
                 if gone:
                     self._share(community, gate, g)
                 dropped += len(gone)
@@ -462,7 +476,7 @@ class Passages:
 #: Decisions after which a face's embedding may be carried: the only escalation left from them
 #: (to ALERT) is sent on the first fresh frame that has it. A STRANGER track keeps embedding
 #: every frame, so it can still turn out to be a resident; it lends only its liveness (which
-#: is reported, never decides). An undecided track lends nothing.
+#: is reported, never decides), as an undecided track does (its frames still vote afresh).
 _CARRY_AFTER = (Action.OPEN, Action.ALERT)
 
 
@@ -472,21 +486,13 @@ def _carried(
     decided: dict[str, Action],
     t: float,
     ledger: CarryLedger,
-) -> tuple[tuple[Carried, ...], bool]:
-    """The faces of a frame (``sources``) the gate's next frames may reuse, and whether that is
-    every face of the frame, each lending its embedding."""
+) -> tuple[Carried, ...]:
     out = []
-    faces = 0
     for source, track_id in zip(sources, track_ids, strict=True):
-        if not isinstance(source, MatchedFace):
-            continue
-        faces += 1
-        if track_id is None:
+        if not isinstance(source, MatchedFace) or track_id is None:
             continue
         face = source.face
         action = decided.get(track_id)
-        if action is None:
-            continue
         if action in _CARRY_AFTER and face.embedding is not None:
             origin = face.carry_origin if face.carried else ledger.new_origin()
             out.append(Carried(face.box, face.embedding, face.liveness, origin, t))
@@ -494,8 +500,7 @@ def _carried(
             # carry_origin is set on a fresh embedding only when its liveness was lent.
             origin = face.carry_origin or ledger.new_origin()
             out.append(Carried(face.box, None, face.liveness, origin, t))
-    complete = faces > 0 and sum(c.embedding is not None for c in out) == faces
-    return tuple(out), complete
+    return tuple(out)
 
 
 def _observations(

@@ -265,10 +265,10 @@ class TrackingConfig:
     carry_frames: int = 3
     carry_iou: float = 0.6  # box overlap with the decided face that allows it
     carry_max_age_s: float = 0.6  # the decided face must be at most this old
-    # A frame whose every face may still take a decided face's embedding is searched for faces
-    # only around them, each box grown by this share of its size per side (0: whole frames
-    # always). The whole frame is searched again when the loans run out (every carry_frames + 1
-    # frames at least), so a newcomer elsewhere is seen at most carry_frames frames later.
+    # Between whole-frame searches (every carry_frames + 1 frames) a frame is searched for faces
+    # only around where the gate's faces were last seen, each box grown by this share of its
+    # size per side (0: whole frames always), so a newcomer elsewhere is seen at most
+    # carry_frames frames later.
     carry_region_margin: float = 1.0
     # A decided face embedded afresh keeps the liveness scored before the decision.
     carry_liveness: bool = True

@@ -186,15 +186,16 @@ class FaceAnalyzer:
     def _detect(
         self, image: DecodedImage, timer: StageTimer, carry: CarryOffer | None
     ) -> Detections:
-        """The frame's faces: around the faces ``carry`` lends when it allows that (a decided
-        passage repeating; see ``detection_region``), else, or when that search may have
-        missed something, in the whole frame (stages ``REGION_STAGE``, ``WHOLE_FRAME_STAGE``)."""
+        """The frame's faces: around where the gate's faces were when ``carry`` allows that
+        (``detection_region``), else, or when that search may have missed something, in the
+        whole frame (stages ``REGION_STAGE``, ``WHOLE_FRAME_STAGE``)."""
         height, width = image.scaled.shape[:2]
         region = detection_region(carry, width, height, image.scale) if carry is not None else None
-        if region is not None and carry is not None:
+        if region is not None and carry is not None and carry.view is not None:
             with timer.stage(REGION_STAGE):
                 dets = self.detector.detect(image.scaled, image.scale, region)
-            if not region_misses(dets.boxes, region, width, height, image.scale, len(carry.faces)):
+            expected = len(carry.view.boxes)
+            if not region_misses(dets.boxes, region, width, height, image.scale, expected):
                 return dets
         with timer.stage(WHOLE_FRAME_STAGE):
             return self.detector.detect(image.scaled, image.scale)

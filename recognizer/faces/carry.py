@@ -40,9 +40,10 @@ class Carried:
 @dataclass(frozen=True)
 class CarryPolicy:
     """``max_carry`` frames in a row at most (0 switches carrying off); boxes must overlap by
-    ``iou_min``; a carried face older than ``max_age_s`` is stale. ``region_margin`` > 0: a
-    frame whose every face may still be lent is searched for faces only around them (see
-    ``detection_region``), each box grown by this share of its size on every side.
+    ``iou_min``; a carried face older than ``max_age_s`` is stale. ``region_margin`` > 0:
+    between whole-frame searches (at least every ``max_carry`` + 1 frames) a frame is searched
+    for faces only around where they were (``detection_region``), each box grown by this share
+    of its size on every side.
     ``lend_liveness``: a decided face embedded afresh keeps the liveness scored before the
     decision instead of scoring it again."""
 
@@ -160,19 +161,46 @@ class LoanSnapshot:
         return used + 1
 
 
+@dataclass(frozen=True, eq=False)
+class View:
+    """Where a gate's faces were last seen: ``boxes`` ``(n, 4)`` original pixels, at ``t``
+    (seconds)."""
+
+    boxes: np.ndarray
+    t: float
+
+
+#: A face of the view that a region search's box overlaps this much is that box's face.
+MERGE_IOU = 0.3
+
+
+def merge_view(previous: View | None, found: np.ndarray, t: float, whole: bool) -> View:
+    """The gate's view after a frame whose faces are ``found`` ``(n, 4)``. A whole-frame search
+    replaces it; a region search only updates the faces it found: a face the view holds that
+    no found box overlaps stays (a frame searched around an older view, recognised in parallel
+    with the whole-frame search that found a newcomer, must not drop the newcomer)."""
+    found = np.asarray(found, dtype=np.float64).reshape(-1, 4)
+    if whole or previous is None or len(previous.boxes) == 0:
+        return View(found, t)
+    kept = previous.boxes
+    if len(found):
+        kept = kept[iou_matrix(kept, found).max(axis=1) < MERGE_IOU]
+    return View(np.concatenate([found, kept]), t)
+
+
 @dataclass(frozen=True)
 class CarryOffer:
     """What a frame may reuse: its gate's latest decided ``faces``, the frame's time ``t``
-    (seconds), the ``policy`` and the node's ``ledger``. ``region``: the frame may be searched
-    for faces around ``faces`` only (``detection_region``): every face of the gate's latest
-    frame lent its embedding, and the gate's whole frame was searched less than ``max_carry``
-    frames ago (the gate's passages count that)."""
+    (seconds), the ``policy`` and the node's ``ledger``. ``view``: when set, the frame may be
+    searched for faces only around the gate's faces as last seen (``detection_region``): the
+    gate's passages allow that when its whole frame was searched less than ``max_carry``
+    frames ago."""
 
     faces: Sequence[Carried]
     t: float
     policy: CarryPolicy
     ledger: Lender
-    region: bool = False
+    view: View | None = None
 
 
 #: A region smaller than this (pixels of the image searched, per side) is grown to it: the
@@ -183,26 +211,23 @@ MIN_REGION_PX = 48
 def detection_region(
     offer: CarryOffer, width: int, height: int, scale: float
 ) -> tuple[int, int, int, int] | None:
-    """Where to look for faces in a frame ``offer`` lends to, or None to search the whole frame.
+    """Where to look for faces in a frame, or None to search the whole frame.
 
-    A region is searched only when the offer allows it (``offer.region``: the gate's latest
-    frame held nothing but decided faces lending their embedding, and its whole frame was
-    searched less than ``max_carry`` frames ago) and each face is still fresh enough: the frame
-    then repeats a decided passage, and its faces are where they were. Since the whole frame is
-    searched at least every ``max_carry`` + 1 frames, a newcomer elsewhere in the view is seen
-    at most ``max_carry`` frames late. ``width`` x ``height``: the image the detector gets,
-    which is the original frame times ``scale``; returns ``(x0, y0, x1, y1)`` in its pixels:
-    the union of the faces' boxes, each grown by ``policy.region_margin`` of its size on every
-    side.
+    A region is searched only when the offer holds the gate's view (its whole frame was
+    searched less than ``max_carry`` frames ago) and the view is fresh enough: the frame's
+    faces are then where they were, grown or moved a little. Since the whole frame is searched
+    at least every ``max_carry`` + 1 frames, a newcomer elsewhere is seen at most ``max_carry``
+    frames late. ``width`` x ``height``: the image the detector gets, which is the original
+    frame times ``scale``; returns ``(x0, y0, x1, y1)`` in its pixels: the union of the view's
+    boxes, each grown by ``policy.region_margin`` of its size on every side.
     """
     policy = offer.policy
-    faces = offer.faces
-    if policy.region_margin <= 0 or not offer.region or not faces:
+    view = offer.view
+    if policy.region_margin <= 0 or view is None or len(view.boxes) == 0:
         return None
-    for face in faces:
-        if face.embedding is None or abs(offer.t - face.t) > policy.max_age_s:
-            return None
-    boxes = np.stack([np.asarray(f.box, dtype=np.float64) for f in faces]) * scale
+    if abs(offer.t - view.t) > policy.max_age_s:
+        return None
+    boxes = np.asarray(view.boxes, dtype=np.float64).reshape(-1, 4) * scale
     size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None]
     grown = boxes + np.concatenate([-size, -size, size, size], axis=1) * policy.region_margin
     x0, y0 = grown[:, 0].min(), grown[:, 1].min()

@@ -101,19 +101,24 @@ def test_a_passage_decides_as_in_embedded_mode(
     assert [d.action for d in clustered] == [d.action for d in embedded]
     decided = [d.action for d in clustered if d.action != capture_pb2.ACTION_NONE]
     assert decided == [capture_pb2.ACTION_OPEN]
-    # Up to the decision every frame is embedded afresh in both modes: the same figures. After
-    # it both modes may carry the decided face's embedding over (which frames do depends on
-    # timing), so only the identities must agree there.
+    # Up to the decision every frame is embedded afresh in both modes. After it both modes may
+    # carry the decided face's embedding over (which frames do depends on timing), so only the
+    # identities must agree there.
     decision = next(i for i, d in enumerate(clustered) if d.action != capture_pb2.ACTION_NONE)
     for i, (c, e) in enumerate(zip(clustered, embedded, strict=True)):
         assert [f.match.person_id for f in c.faces] == [f.match.person_id for f in e.faces]
+        # Which frames are searched only around the face depends on timing (and a region's
+        # boxes differ by the detector's noise): the same figures where both searched whole.
+        whole = searched_whole_frame(dict(c.timings_ms)) and searched_whole_frame(
+            dict(e.timings_ms)
+        )
         for fc, fe in zip(c.faces, e.faces, strict=True):
-            if i <= decision:  # after it, either may search a region (other pixels' noise)
+            if i <= decision and whole:
                 assert fc.box.x1 == pytest.approx(fe.box.x1, abs=0.5)
                 assert fc.match.score == pytest.approx(fe.match.score, abs=1e-4)
         assert {"decode", "match"} <= set(c.timings_ms)
         assert {"detect", "detect_region"} & set(c.timings_ms)
-        assert i > decision or {"detect", "embed"} <= set(c.timings_ms)
+        assert i > decision or "embed" in c.timings_ms
     # The workers carried the decided face's embedding over some frames and searched only
     # around it, as embedded mode does.
     assert any("embed" not in c.timings_ms for c in clustered[decision + 1 :])

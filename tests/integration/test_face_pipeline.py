@@ -83,13 +83,7 @@ def test_a_region_search_finds_the_faces_a_whole_frame_search_finds(  # type: ig
     the shared photos; region vs whole with the default margin: median 0.990, p10 0.971)."""
     from benchmarks.scenes import composite
     from recognizer.faces.align import align_face
-    from recognizer.faces.carry import (
-        Carried,
-        CarryLedger,
-        CarryOffer,
-        CarryPolicy,
-        detection_region,
-    )
+    from recognizer.faces.carry import CarryLedger, CarryOffer, CarryPolicy, View, detection_region
 
     detector, embedder = face_analyzer.detector, face_analyzer.embedder
     policy = CarryPolicy(region_margin=TrackingConfig().carry_region_margin)
@@ -103,13 +97,7 @@ def test_a_region_search_finds_the_faces_a_whole_frame_search_finds(  # type: ig
         whole = detector.detect(image.scaled, image.scale)
         assert len(whole) == 1
         if previous is not None:
-            offer = CarryOffer(
-                [Carried(previous, np.ones(4, np.float32), None, 1, 0.0)],
-                0.0,
-                policy,
-                CarryLedger(3),
-                region=True,
-            )
+            offer = CarryOffer([], 0.0, policy, CarryLedger(3), View(previous[None], 0.0))
             h, w = image.scaled.shape[:2]
             region = detection_region(offer, w, h, image.scale)
             assert region is not None

@@ -11,9 +11,11 @@ from recognizer.faces.carry import (
     CarryLedger,
     CarryOffer,
     CarryPolicy,
+    View,
     assign,
     detection_region,
     iou_matrix,
+    merge_view,
     region_misses,
 )
 from recognizer.faces.detector import snap_region
@@ -89,44 +91,50 @@ def test_a_snapshot_lends_what_the_ledger_had_left_when_the_frame_was_sent() -> 
 REGION = CarryPolicy(max_carry=3, iou_min=0.6, max_age_s=0.5, region_margin=0.5)
 
 
-def _offer(faces: list[Carried], ledger: CarryLedger, region: bool = True) -> CarryOffer:
-    return CarryOffer(faces, 10.1, REGION, ledger, region)
+def _offer(*boxes: list[float], t: float = 10.0) -> CarryOffer:
+    view = View(np.array(boxes, dtype=np.float64).reshape(-1, 4), t)
+    return CarryOffer([], 10.1, REGION, CarryLedger(3), view)
 
 
-def test_the_region_is_the_lent_faces_grown_by_the_margin_in_image_pixels() -> None:
-    ledger = CarryLedger(3)
-    a = replace(_carried([200, 100, 300, 220]), origin=ledger.new_origin())
-    b = replace(_carried([700, 400, 760, 470]), origin=ledger.new_origin())
+def test_the_region_is_the_view_grown_by_the_margin_in_image_pixels() -> None:
+    a, b = [200, 100, 300, 220], [700, 400, 760, 470]
     # scale 0.5: the image searched is the 1920 x 1080 frame decoded at half size.
-    assert detection_region(_offer([a], ledger), 960, 540, 0.5) == (70, 20, 180, 140)
+    assert detection_region(_offer(a), 960, 540, 0.5) == (70, 20, 180, 140)
     # Two faces: one region around both; clipped to the image.
-    assert detection_region(_offer([a, b], ledger), 960, 540, 0.5) == (70, 20, 398, 253)
-    big = replace(a, box=np.array([0.0, 0.0, 1000.0, 1000.0]))
-    assert detection_region(_offer([big], ledger), 960, 540, 0.5) == (0, 0, 750, 540)
+    assert detection_region(_offer(a, b), 960, 540, 0.5) == (70, 20, 398, 253)
+    assert detection_region(_offer([0, 0, 1000, 1000]), 960, 540, 0.5) == (0, 0, 750, 540)
 
 
 def test_a_tiny_face_gets_a_region_of_at_least_the_minimum_size() -> None:
-    ledger = CarryLedger(3)
-    tiny = replace(_carried([400, 400, 410, 410]), origin=ledger.new_origin())
-    x0, y0, x1, y1 = detection_region(_offer([tiny], ledger), 960, 540, 0.5) or (0, 0, 0, 0)
+    x0, y0, x1, y1 = detection_region(_offer([400, 400, 410, 410]), 960, 540, 0.5) or (0,) * 4
     assert x1 - x0 >= 48 and y1 - y0 >= 48
     assert x0 <= 200 <= x1 and y0 <= 200 <= y1
 
 
-def test_no_region_unless_the_offer_allows_it_and_every_face_lends_its_embedding() -> None:
-    ledger = CarryLedger(3)
-    face = replace(_carried([200, 100, 300, 220]), origin=ledger.new_origin())
-    assert detection_region(_offer([face], ledger), 960, 540, 0.5) is not None
-    # Another face was in view, or the whole frame is due: search the whole frame.
-    assert detection_region(_offer([face], ledger, region=False), 960, 540, 0.5) is None
-    # A stranger lends only its liveness (no loan limit: it would never search whole frames).
-    stranger = replace(face, embedding=None)
-    assert detection_region(_offer([stranger], ledger), 960, 540, 0.5) is None
-    stale = replace(face, t=9.0)
-    assert detection_region(_offer([stale], ledger), 960, 540, 0.5) is None
-    off = CarryOffer([face], 10.1, replace(REGION, region_margin=0.0), ledger, True)
+def test_no_region_without_a_fresh_view_or_a_margin() -> None:
+    face = [200, 100, 300, 220]
+    assert detection_region(_offer(face), 960, 540, 0.5) is not None
+    whole = CarryOffer([], 10.1, REGION, CarryLedger(3), None)  # the whole frame is due
+    assert detection_region(whole, 960, 540, 0.5) is None
+    assert detection_region(_offer(face, t=9.0), 960, 540, 0.5) is None  # stale
+    assert detection_region(_offer(), 960, 540, 0.5) is None  # nobody in view
+    off = replace(_offer(face), policy=replace(REGION, region_margin=0.0))
     assert detection_region(off, 960, 540, 0.5) is None
-    assert detection_region(_offer([], ledger), 960, 540, 0.5) is None
+
+
+def test_a_whole_frame_replaces_the_view_a_region_search_only_updates_it() -> None:
+    obama = np.array([[200.0, 100.0, 300.0, 220.0]])
+    newcomer = np.array([[1500.0, 80.0, 1600.0, 200.0]])
+    both = merge_view(None, np.concatenate([obama, newcomer]), 1.0, whole=True)
+    assert len(both.boxes) == 2 and both.t == 1.0
+    # A region search (offered around an older view) found Obama, moved: the newcomer stays.
+    moved = obama + 6
+    after = merge_view(both, moved, 1.1, whole=False)
+    np.testing.assert_array_equal(after.boxes, np.concatenate([moved, newcomer]))
+    assert after.t == 1.1
+    # A whole-frame search is the truth: the newcomer left.
+    assert len(merge_view(after, moved + 6, 1.2, whole=True).boxes) == 1
+    assert len(merge_view(after, np.zeros((0, 4)), 1.3, whole=True).boxes) == 0
 
 
 def test_a_region_search_that_may_have_missed_something_asks_for_the_whole_frame() -> None:
