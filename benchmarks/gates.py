@@ -1505,27 +1505,37 @@ def _auto_sweep(
     common: dict[str, Any],
     runs: list[RunResult],
 ) -> tuple[RunResult, float]:
-    """Raise the load ×1.5 per step until the node stops keeping up (one more step at ×1.2
-    when it nearly did, so a node just short of the load is not taken at that load's figure);
-    saturation is the most it answered in any run. Then 70 % and 150 % of it."""
-    fps = args.fps
+    """Raise the load ×1.5 per step until the node stops keeping up, then bisect twice
+    (geometrically) between the last load it kept up with and the first it did not: past
+    saturation a node answers less than at it (shed frames still cost, and a passage answered
+    on fewer frames reuses less), so the overloaded step alone would understate it.
+    Saturation is the most it answered in any run. Then 70 % and 150 % of it."""
     best = 0.0
-    step = 0
-    growth = 1.5
-    while step < 10:
-        scaled = [replace(s, fps=fps) for s in specs]
-        r = run_load(address, scaled, pool, duration=duration, label=f"search {step + 1}", **common)
+
+    def attempt(fps: float, label: str) -> bool:
+        """One run at ``fps`` per gate; whether the node kept up."""
+        nonlocal best
+        scaled = [replace(s, fps=round(fps, 3)) for s in specs]
+        r = run_load(address, scaled, pool, duration=duration, label=label, **common)
         runs.append(r)
-        step += 1
         node = summarize_run(r)["node"]
         best = max(best, node["throughput_fps"])
         shed_share = node["shed"] / max(1, node["sent"])
-        kept_up = node["throughput_fps"] >= 0.95 * node["offered_fps"] and shed_share <= 0.01
-        if not kept_up:
-            if growth == 1.2 or node["throughput_fps"] < 0.9 * node["offered_fps"]:
-                break
-            growth = 1.2
-        fps *= growth
+        return node["throughput_fps"] >= 0.95 * node["offered_fps"] and shed_share <= 0.01
+
+    kept: float | None = None  # the highest load kept up with
+    over = args.fps
+    for step in range(8):
+        if not attempt(over, f"search {step + 1}"):
+            break
+        kept, over = over, over * 1.5
+    if kept is not None:
+        for step in range(2):
+            mid = math.sqrt(kept * over)
+            if attempt(mid, f"bisect {step + 1}"):
+                kept = mid
+            else:
+                over = mid
     main_run = None
     for share in (0.7, 1.5):
         per_gate = share * best / len(specs)
