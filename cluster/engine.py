@@ -157,7 +157,12 @@ class Recognizer:
         with timer.stage("decode"):
             # Plates are rectified from full resolution: decode it at once for vehicle lanes.
             scaled_for = 0 if lane.plates else self.config.detect.long_side
-            decoded = decode(image, self.limits, scaled_for)
+            full_when = (
+                (lambda scale: self.analyzer.wants_full_resolution(carry, scale))
+                if carry is not None and lane.faces
+                else None
+            )
+            decoded = decode(image, self.limits, scaled_for, full_when)
             crop = decode(plate_crop, self.limits) if plate_crop and lane.plates else None
         faces = self.analyzer.analyze(decoded, timer, carry=carry) if lane.faces else []
         readings: PlateReadings = []

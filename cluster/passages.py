@@ -199,15 +199,17 @@ class Passages:
             if self.carry_policy.max_carry > 0:
                 g.carried = _carried(sources, outcome.track_ids, g.decided, t, self.carry_ledger)
                 boxes = np.array([m.face.box for m in result.faces], dtype=np.float64)
+                sizes = np.array([m.face.quality.size_px for m in result.faces])
                 whole = searched_whole_frame(result.timings_ms)
-                g.view = merge_view(g.view, boxes, t, whole)
+                g.view = merge_view(g.view, boxes, t, whole, sizes)
             self._share(community, gate, g)
         action, reason = _frame_action(emitted, result, outcome.status)
         return PassageOutcome(action, reason, states)
 
     def carry_offer(self, community: str, gate: str, t: float) -> CarryOffer | None:
         """What a new frame of ``gate`` received at ``t`` may reuse (None: nothing): the
-        gate's decided faces, and its view when the frame may be searched only around it."""
+        gate's decided faces and its view, and whether the frame may be searched only around
+        that."""
         policy = self.carry_policy
         if policy.max_carry <= 0:
             return None
@@ -219,17 +221,14 @@ class Passages:
         # recognised in parallel, and a region search cannot see what came into view outside.
         with g.lock:
             view = g.view
-            region = (
-                view is not None
-                and len(view.boxes) > 0
-                and abs(t - view.t) <= policy.max_age_s
-                and g.region_streak < policy.max_carry
-            )
+            if view is not None and (len(view.boxes) == 0 or abs(t - view.t) > policy.max_age_s):
+                view = None
+            region = view is not None and g.region_streak < policy.max_carry
             g.region_streak = g.region_streak + 1 if region else 0
             faces = g.carried
-        if not faces and not region:
+        if not faces and view is None:
             return None
-        return CarryOffer(faces, t, policy, self.carry_ledger, view if region else None)
+        return CarryOffer(faces, t, policy, self.carry_ledger, view, region)
 
     def snapshot(
         self, community: str, gate: str, device: str, t: float, result: FrameResult

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -174,18 +175,31 @@ class DecodedImage:
             return self._full
 
 
-def decode(data: bytes, limits: DecodeLimits, min_long_side: int = 0) -> DecodedImage:
+def decode(
+    data: bytes,
+    limits: DecodeLimits,
+    min_long_side: int = 0,
+    full_when: Callable[[float], bool] | None = None,
+) -> DecodedImage:
     """Decode ``data`` (JPEG or PNG) to BGR.
 
     With ``min_long_side`` > 0, a JPEG is decoded at the smallest libjpeg-turbo scale whose long
     side is still at least ``min_long_side`` (and never below 1/2: smaller scales save little
-    and cost crop resolution). PNGs are always decoded at full size.
+    and cost crop resolution). PNGs are always decoded at full size. ``full_when(scale)``: True
+    when the full resolution will be wanted anyway at that reduced scale (small faces to align):
+    the JPEG is then decoded once at full size and reduced by a 2x2 mean (~0.25 ms for 1080p,
+    within JPEG noise of the DCT-scaled decode) instead of decoded twice.
     """
     info = probe(data, limits)
     if info.format == "png":
         image = _decode_png(data)
         return DecodedImage(data, info, image, 1.0)
     if min_long_side > 0 and max(info.width, info.height) >= 2 * min_long_side:
+        if full_when is not None and full_when(0.5):
+            full = _decode_jpeg(data)
+            size = ((info.width + 1) // 2, (info.height + 1) // 2)  # as libjpeg-turbo's 1/2
+            half = cv2.resize(full, size, interpolation=cv2.INTER_AREA)
+            return DecodedImage(data, info, half, half.shape[1] / info.width, full)
         if info.width >= info.height:
             image = _decode_jpeg(data, min_width=(info.width + 1) // 2)
         else:

@@ -183,6 +183,14 @@ class FaceAnalyzer:
             )
         return faces
 
+    def wants_full_resolution(self, carry: CarryOffer | None, scale: float) -> bool:
+        """Whether a face where ``carry``'s view saw one would be aligned from the full
+        resolution if the frame were decoded at ``scale`` (see ``FULL_RES_BELOW``)."""
+        if carry is None or carry.view is None or len(carry.view.sizes) == 0:
+            return False
+        small = FULL_RES_BELOW * self.embedder.input_size
+        return bool(np.any(carry.view.sizes * scale < small))
+
     def _detect(
         self, image: DecodedImage, timer: StageTimer, carry: CarryOffer | None
     ) -> Detections:

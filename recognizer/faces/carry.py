@@ -163,44 +163,63 @@ class LoanSnapshot:
 
 @dataclass(frozen=True, eq=False)
 class View:
-    """Where a gate's faces were last seen: ``boxes`` ``(n, 4)`` original pixels, at ``t``
-    (seconds)."""
+    """Where a gate's faces were last seen: ``boxes`` ``(n, 4)`` and their face sizes ``sizes``
+    ``(n,)`` (``quality.face_size``), original pixels, at ``t`` (seconds)."""
 
     boxes: np.ndarray
     t: float
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 #: A face of the view that a region search's box overlaps this much is that box's face.
 MERGE_IOU = 0.3
 
 
-def merge_view(previous: View | None, found: np.ndarray, t: float, whole: bool) -> View:
-    """The gate's view after a frame whose faces are ``found`` ``(n, 4)``. A whole-frame search
-    replaces it; a region search only updates the faces it found: a face the view holds that
-    no found box overlaps stays (a frame searched around an older view, recognised in parallel
-    with the whole-frame search that found a newcomer, must not drop the newcomer)."""
+def merge_view(
+    previous: View | None,
+    found: np.ndarray,
+    t: float,
+    whole: bool,
+    sizes: np.ndarray | None = None,
+) -> View:
+    """The gate's view after a frame whose faces are ``found`` ``(n, 4)`` (face sizes ``sizes``
+    ``(n,)``). A whole-frame search replaces it; a region search only updates the faces it
+    found: a face the view holds that no found box overlaps stays (a frame searched around an
+    older view, recognised in parallel with the whole-frame search that found a newcomer, must
+    not drop the newcomer)."""
     found = np.asarray(found, dtype=np.float64).reshape(-1, 4)
+    sizes = (
+        np.asarray(sizes, dtype=np.float64).reshape(-1)
+        if sizes is not None
+        else np.zeros(len(found))
+    )
     if whole or previous is None or len(previous.boxes) == 0:
-        return View(found, t)
-    kept = previous.boxes
+        return View(found, t, sizes)
+    keep = np.ones(len(previous.boxes), dtype=bool)
     if len(found):
-        kept = kept[iou_matrix(kept, found).max(axis=1) < MERGE_IOU]
-    return View(np.concatenate([found, kept]), t)
+        keep = iou_matrix(previous.boxes, found).max(axis=1) < MERGE_IOU
+    old_sizes = previous.sizes if len(previous.sizes) == len(keep) else np.zeros(len(keep))
+    return View(
+        np.concatenate([found, previous.boxes[keep]]),
+        t,
+        np.concatenate([sizes, old_sizes[keep]]),
+    )
 
 
 @dataclass(frozen=True)
 class CarryOffer:
     """What a frame may reuse: its gate's latest decided ``faces``, the frame's time ``t``
-    (seconds), the ``policy`` and the node's ``ledger``. ``view``: when set, the frame may be
-    searched for faces only around the gate's faces as last seen (``detection_region``): the
-    gate's passages allow that when its whole frame was searched less than ``max_carry``
-    frames ago."""
+    (seconds), the ``policy`` and the node's ``ledger``; ``view``: where the gate's faces were
+    last seen, when that is fresh; ``region``: the frame may be searched for faces only around
+    them (``detection_region``): the gate's passages allow that when its whole frame was
+    searched less than ``max_carry`` frames ago."""
 
     faces: Sequence[Carried]
     t: float
     policy: CarryPolicy
     ledger: Lender
     view: View | None = None
+    region: bool = False
 
 
 #: A region smaller than this (pixels of the image searched, per side) is grown to it: the
@@ -213,8 +232,8 @@ def detection_region(
 ) -> tuple[int, int, int, int] | None:
     """Where to look for faces in a frame, or None to search the whole frame.
 
-    A region is searched only when the offer holds the gate's view (its whole frame was
-    searched less than ``max_carry`` frames ago) and the view is fresh enough: the frame's
+    A region is searched only when the offer allows it (the gate's whole frame was searched
+    less than ``max_carry`` frames ago) and the view is fresh enough: the frame's
     faces are then where they were, grown or moved a little. Since the whole frame is searched
     at least every ``max_carry`` + 1 frames, a newcomer elsewhere is seen at most ``max_carry``
     frames late. ``width`` x ``height``: the image the detector gets, which is the original
@@ -223,7 +242,7 @@ def detection_region(
     """
     policy = offer.policy
     view = offer.view
-    if policy.region_margin <= 0 or view is None or len(view.boxes) == 0:
+    if policy.region_margin <= 0 or not offer.region or view is None or len(view.boxes) == 0:
         return None
     if abs(offer.t - view.t) > policy.max_age_s:
         return None

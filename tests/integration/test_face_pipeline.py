@@ -97,7 +97,8 @@ def test_a_region_search_finds_the_faces_a_whole_frame_search_finds(  # type: ig
         whole = detector.detect(image.scaled, image.scale)
         assert len(whole) == 1
         if previous is not None:
-            offer = CarryOffer([], 0.0, policy, CarryLedger(3), View(previous[None], 0.0))
+            view = View(previous[None], 0.0)
+            offer = CarryOffer([], 0.0, policy, CarryLedger(3), view, region=True)
             h, w = image.scaled.shape[:2]
             region = detection_region(offer, w, h, image.scale)
             assert region is not None
@@ -118,3 +119,19 @@ def test_a_region_search_finds_the_faces_a_whole_frame_search_finds(  # type: ig
         previous = whole.boxes[0]
     assert len(cosines) >= 3
     assert min(cosines) >= 0.9 and float(np.median(cosines)) >= 0.98, cosines
+
+
+def test_the_full_resolution_is_wanted_for_faces_the_gate_saw_small(face_analyzer) -> None:  # type: ignore[no-untyped-def]
+    from recognizer.faces.carry import CarryLedger, CarryOffer, CarryPolicy, View
+
+    def offer(*sizes: float) -> CarryOffer:
+        view = View(np.zeros((len(sizes), 4)), 0.0, np.array(sizes, dtype=np.float64))
+        return CarryOffer([], 0.0, CarryPolicy(), CarryLedger(3), view)
+
+    # Aligned from the full resolution below 0.6 of the 112-pixel crop at the decoded scale.
+    assert face_analyzer.wants_full_resolution(offer(120.0), 0.5)  # 60 px at half scale
+    assert face_analyzer.wants_full_resolution(offer(300.0, 120.0), 0.5)
+    assert not face_analyzer.wants_full_resolution(offer(140.0), 0.5)
+    assert not face_analyzer.wants_full_resolution(offer(120.0), 1.0)
+    assert not face_analyzer.wants_full_resolution(offer(), 0.5)
+    assert not face_analyzer.wants_full_resolution(None, 0.5)

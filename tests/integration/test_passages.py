@@ -269,7 +269,7 @@ def test_a_region_search_in_flight_does_not_hide_a_newcomer_a_whole_frame_found(
     def next_region(i: int) -> CarryOffer:
         for _ in range(5):  # offers cycle: whole, then carry_frames regions
             o = offer(i)
-            if o is not None and o.view is not None:
+            if o is not None and o.region:
                 return o
         raise AssertionError("no region search offered")
 

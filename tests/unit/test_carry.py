@@ -91,9 +91,9 @@ def test_a_snapshot_lends_what_the_ledger_had_left_when_the_frame_was_sent() -> 
 REGION = CarryPolicy(max_carry=3, iou_min=0.6, max_age_s=0.5, region_margin=0.5)
 
 
-def _offer(*boxes: list[float], t: float = 10.0) -> CarryOffer:
+def _offer(*boxes: list[float], t: float = 10.0, region: bool = True) -> CarryOffer:
     view = View(np.array(boxes, dtype=np.float64).reshape(-1, 4), t)
-    return CarryOffer([], 10.1, REGION, CarryLedger(3), view)
+    return CarryOffer([], 10.1, REGION, CarryLedger(3), view, region)
 
 
 def test_the_region_is_the_view_grown_by_the_margin_in_image_pixels() -> None:
@@ -114,8 +114,7 @@ def test_a_tiny_face_gets_a_region_of_at_least_the_minimum_size() -> None:
 def test_no_region_without_a_fresh_view_or_a_margin() -> None:
     face = [200, 100, 300, 220]
     assert detection_region(_offer(face), 960, 540, 0.5) is not None
-    whole = CarryOffer([], 10.1, REGION, CarryLedger(3), None)  # the whole frame is due
-    assert detection_region(whole, 960, 540, 0.5) is None
+    assert detection_region(_offer(face, region=False), 960, 540, 0.5) is None  # whole is due
     assert detection_region(_offer(face, t=9.0), 960, 540, 0.5) is None  # stale
     assert detection_region(_offer(), 960, 540, 0.5) is None  # nobody in view
     off = replace(_offer(face), policy=replace(REGION, region_margin=0.0))
@@ -125,12 +124,13 @@ def test_no_region_without_a_fresh_view_or_a_margin() -> None:
 def test_a_whole_frame_replaces_the_view_a_region_search_only_updates_it() -> None:
     obama = np.array([[200.0, 100.0, 300.0, 220.0]])
     newcomer = np.array([[1500.0, 80.0, 1600.0, 200.0]])
-    both = merge_view(None, np.concatenate([obama, newcomer]), 1.0, whole=True)
+    both = merge_view(None, np.concatenate([obama, newcomer]), 1.0, True, np.array([90, 80]))
     assert len(both.boxes) == 2 and both.t == 1.0
     # A region search (offered around an older view) found Obama, moved: the newcomer stays.
     moved = obama + 6
-    after = merge_view(both, moved, 1.1, whole=False)
+    after = merge_view(both, moved, 1.1, False, np.array([95.0]))
     np.testing.assert_array_equal(after.boxes, np.concatenate([moved, newcomer]))
+    np.testing.assert_array_equal(after.sizes, [95.0, 80.0])
     assert after.t == 1.1
     # A whole-frame search is the truth: the newcomer left.
     assert len(merge_view(after, moved + 6, 1.2, whole=True).boxes) == 1

@@ -54,6 +54,25 @@ def test_large_jpeg_is_decoded_at_half_scale_with_full_on_demand(faces_dir: Path
     assert img.full().shape == (1080, 1920, 3)
 
 
+def test_a_frame_whose_full_resolution_is_wanted_is_decoded_once(faces_dir: Path) -> None:
+    data = (faces_dir / "examples_obama-1080p.jpg").read_bytes()
+    scaled = decode(data, LIMITS, min_long_side=640)
+    asked: list[float] = []
+    both = decode(data, LIMITS, 640, lambda scale: asked.append(scale) or True)
+    assert asked == [0.5]
+    assert both.scale == scaled.scale and both.scaled.shape == scaled.scaled.shape
+    assert both._full is not None  # already there: full() decodes nothing more
+    np.testing.assert_array_equal(both.full(), scaled.full())
+    # The 2x2 mean is the DCT-scaled decode up to JPEG noise.
+    diff = np.abs(both.scaled.astype(int) - scaled.scaled.astype(int))
+    assert diff.mean() < 1.0
+    # Not wanted, or no reduced scale in use: decoded as before.
+    assert decode(data, LIMITS, 640, lambda scale: False)._full is None
+    small = (faces_dir / "examples_obama-720p.jpg").read_bytes()
+    assert decode(small, LIMITS, 640, lambda scale: True).scale == 0.5
+    assert decode(small, LIMITS, 0, lambda scale: True).scale == 1.0
+
+
 def test_png_with_alpha_decodes_to_bgr(faces_dir: Path) -> None:
     img = decode((faces_dir / "tests_test_images_32bit.png").read_bytes(), LIMITS)
     assert img.scaled.ndim == 3 and img.scaled.shape[2] == 3
