@@ -1505,11 +1505,12 @@ def _auto_sweep(
     common: dict[str, Any],
     runs: list[RunResult],
 ) -> tuple[RunResult, float]:
-    """Raise the load ×1.5 per step until the node stops keeping up, then bisect twice
-    (geometrically) between the last load it kept up with and the first it did not: past
-    saturation a node answers less than at it (shed frames still cost, and a passage answered
-    on fewer frames reuses less), so the overloaded step alone would understate it.
-    Saturation is the most it answered in any run. Then 70 % and 150 % of it."""
+    """Raise the load ×1.5 per step until the node stops keeping up, then refine twice: 10 %
+    and 20 % above a load it nearly kept up with (its peak may lie above), or halfway (geometrically)
+    between the last load kept up with and one deep in overload: past saturation a node
+    answers less than at it (shed frames still cost, and a passage answered on fewer frames
+    reuses less), so one overloaded step alone would misplace it. Saturation is the most it
+    answered in any run. Then 70 % and 150 % of it."""
     best = 0.0
 
     def attempt(fps: float, label: str) -> bool:
@@ -1529,10 +1530,14 @@ def _auto_sweep(
         if not attempt(over, f"search {step + 1}"):
             break
         kept, over = over, over * 1.5
-    if kept is not None:
-        for step in range(2):
+    node = summarize_run(runs[-1])["node"]
+    if kept is None or node["throughput_fps"] >= 0.9 * node["offered_fps"]:
+        for step, factor in enumerate((1.1, 1.2)):  # it nearly kept up: its peak may lie above
+            attempt(over * factor, f"refine {step + 1}")
+    else:
+        for step in range(2):  # deep in overload: look between
             mid = math.sqrt(kept * over)
-            if attempt(mid, f"bisect {step + 1}"):
+            if attempt(mid, f"refine {step + 1}"):
                 kept = mid
             else:
                 over = mid
