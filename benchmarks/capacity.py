@@ -64,9 +64,9 @@ class Model:
     active_fps: Input = Input(4.0, "harness default camera rate while a person is in view")
     peak_duty: Input = Input(0.35, "share of the busiest hour a gate has someone in front of it")
     face_frame_core_ms: Input = Input(
-        22.5,
-        "2 cores / saturation fps (88.7) of `smartgate bench --workload one-face --sweep auto`,"
-        " default derived models",
+        18.4,
+        "2 cores / saturation fps (median 108.6 of four runs of `smartgate bench --workload"
+        " one-face --sweep auto --ceiling auto`), default models, region search",
         measured=True,
     )
     vehicle_frame_core_ms: Input = Input(
@@ -75,8 +75,11 @@ class Model:
         measured=True,
     )
     model_core_ms: Input = Input(
-        15.4,
-        "RetinaFace int8 640x360 + fr-feature-fast, `smartgate bench --limit` (2 cores / 130.1)",
+        11.1,
+        "model stages a one-face frame at saturation (detect 3.4 + detect_region 3.0 + embed"
+        " 3.5 + liveness 1.2 ms: whole-frame searches every 4th frame, carried embeddings);"
+        " the models alone, one detection + one embedding a frame: 15.4 (`smartgate bench"
+        " --limit`, 2 cores / 130)",
         measured=True,
     )
     node_cores: Input = Input(32.0, "a common 2-socket community/county server")
