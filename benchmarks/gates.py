@@ -1506,11 +1506,11 @@ def _auto_sweep(
     runs: list[RunResult],
 ) -> tuple[RunResult, float]:
     """Raise the load ×1.5 per step until the node stops keeping up, then refine twice: 10 %
-    and 20 % above a load it nearly kept up with (its peak may lie above), or halfway (geometrically)
-    between the last load kept up with and one deep in overload: past saturation a node
-    answers less than at it (shed frames still cost, and a passage answered on fewer frames
-    reuses less), so one overloaded step alone would misplace it. Saturation is the most it
-    answered in any run. Then 70 % and 150 % of it."""
+    and 20 % above a load it nearly kept up with (its peak may lie above), or halfway
+    (geometrically) between the last load kept up with and one deep in overload: past
+    saturation a node answers less than at it (shed frames still cost, and a passage answered
+    on fewer frames reuses less), so one overloaded step alone would misplace it. Saturation is
+    the most it answered in any run. Then 70 % and 150 % of it."""
     best = 0.0
 
     def attempt(fps: float, label: str) -> bool:
