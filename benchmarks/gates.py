@@ -1279,21 +1279,25 @@ def _ceiling(text: str) -> float | str:
     return value
 
 
-def measure_ceiling(args: argparse.Namespace) -> float:
-    """The ``--limit`` ceiling (best frames/s of the configured detector + embedder alone),
-    measured now in this process."""
+def limit_report(args: argparse.Namespace) -> dict[str, Any]:
+    """``benchmarks.compute_limit`` on the detector and embedder the node runs (``--config``),
+    measured now in this process: the ``--limit`` ceiling and how it was found."""
     from benchmarks import compute_limit
     from smartgate.config import load_config
 
-    models = load_config(args.config).models  # the models the node runs
-    report = compute_limit.run(
+    models = load_config(args.config).models
+    return compute_limit.run(
         args.models_dir,
         args.limit_seconds,
         progress=not args.quiet,
         detector=models.detector,
         embedder=models.embedder,
     )
-    return float(report["best"]["fps"])
+
+
+def measure_ceiling(args: argparse.Namespace) -> float:
+    """The ``--limit`` ceiling: the best frames/s of the node's models alone, measured now."""
+    return float(limit_report(args)["best"]["fps"])
 
 
 def _log(quiet: bool, text: str) -> None:
@@ -1377,16 +1381,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.limit:
         from benchmarks import compute_limit
-        from smartgate.config import load_config
 
-        models = load_config(args.config).models  # the models the node would run
-        limit_args = ["--seconds", str(args.limit_seconds)]
-        limit_args += ["--detector", models.detector, "--embedder", models.embedder]
-        if args.models_dir:
-            limit_args += ["--models-dir", str(args.models_dir)]
+        limit = limit_report(args)
+        print(compute_limit.markdown(limit))
         if args.json:
-            limit_args += ["--json", str(args.json)]
-        return compute_limit.main(limit_args)
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(limit, indent=2, ensure_ascii=False) + "\n")
+        return 0
     try:
         site = load_site(args.site) if args.site else None
         factors = [] if args.sweep == "auto" or site else _factors(args.sweep)
