@@ -168,7 +168,7 @@ class View:
 
     boxes: np.ndarray
     t: float
-    sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sizes: np.ndarray
 
 
 #: A face of the view that a region search's box overlaps this much is that box's face.
@@ -176,11 +176,7 @@ MERGE_IOU = 0.3
 
 
 def merge_view(
-    previous: View | None,
-    found: np.ndarray,
-    t: float,
-    whole: bool,
-    sizes: np.ndarray | None = None,
+    previous: View | None, found: np.ndarray, t: float, whole: bool, sizes: np.ndarray
 ) -> View:
     """The gate's view after a frame whose faces are ``found`` ``(n, 4)`` (face sizes ``sizes``
     ``(n,)``). A whole-frame search replaces it; a region search only updates the faces it
@@ -188,21 +184,16 @@ def merge_view(
     older view, recognised in parallel with the whole-frame search that found a newcomer, must
     not drop the newcomer)."""
     found = np.asarray(found, dtype=np.float64).reshape(-1, 4)
-    sizes = (
-        np.asarray(sizes, dtype=np.float64).reshape(-1)
-        if sizes is not None
-        else np.zeros(len(found))
-    )
+    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1)
     if whole or previous is None or len(previous.boxes) == 0:
         return View(found, t, sizes)
     keep = np.ones(len(previous.boxes), dtype=bool)
     if len(found):
         keep = iou_matrix(previous.boxes, found).max(axis=1) < MERGE_IOU
-    old_sizes = previous.sizes if len(previous.sizes) == len(keep) else np.zeros(len(keep))
     return View(
         np.concatenate([found, previous.boxes[keep]]),
         t,
-        np.concatenate([sizes, old_sizes[keep]]),
+        np.concatenate([sizes, previous.sizes[keep]]),
     )
 
 

@@ -97,7 +97,7 @@ def test_a_region_search_finds_the_faces_a_whole_frame_search_finds(  # type: ig
         whole = detector.detect(image.scaled, image.scale)
         assert len(whole) == 1
         if previous is not None:
-            view = View(previous[None], 0.0)
+            view = View(previous[None], 0.0, np.array([previous[3] - previous[1]]))
             offer = CarryOffer([], 0.0, policy, CarryLedger(3), view, region=True)
             h, w = image.scaled.shape[:2]
             region = detection_region(offer, w, h, image.scale)

@@ -92,7 +92,7 @@ REGION = CarryPolicy(max_carry=3, iou_min=0.6, max_age_s=0.5, region_margin=0.5)
 
 
 def _offer(*boxes: list[float], t: float = 10.0, region: bool = True) -> CarryOffer:
-    view = View(np.array(boxes, dtype=np.float64).reshape(-1, 4), t)
+    view = View(np.array(boxes, dtype=np.float64).reshape(-1, 4), t, np.full(len(boxes), 100.0))
     return CarryOffer([], 10.1, REGION, CarryLedger(3), view, region)
 
 
@@ -133,8 +133,8 @@ def test_a_whole_frame_replaces_the_view_a_region_search_only_updates_it() -> No
     np.testing.assert_array_equal(after.sizes, [95.0, 80.0])
     assert after.t == 1.1
     # A whole-frame search is the truth: the newcomer left.
-    assert len(merge_view(after, moved + 6, 1.2, whole=True).boxes) == 1
-    assert len(merge_view(after, np.zeros((0, 4)), 1.3, whole=True).boxes) == 0
+    assert len(merge_view(after, moved + 6, 1.2, True, np.array([95.0])).boxes) == 1
+    assert len(merge_view(after, np.zeros((0, 4)), 1.3, True, np.zeros(0)).boxes) == 0
 
 
 def test_a_region_search_that_may_have_missed_something_asks_for_the_whole_frame() -> None:
