@@ -24,6 +24,7 @@ from indexer.types import Identification, Person, VehicleMatch
 from indexer.vehicles import VehicleRegistry
 from recognizer.faces.analyzer import FaceAnalyzer, FaceObservation, StageTimer
 from recognizer.faces.carry import CarryOffer
+from recognizer.faces.scene import Sketch
 from recognizer.image import DecodedImage, DecodeLimits, decode
 from recognizer.plates.reader import PlateReader, PlateReading
 from smartgate.config import Config
@@ -92,6 +93,8 @@ class FrameResult:
     face_verdicts: list[Verdict] = field(default_factory=list)
     plate_verdicts: list[Verdict] = field(default_factory=list)
     image: FrameImage | None = None
+    # The frame's grey sketch when its faces were searched for (recognizer.faces.scene).
+    sketch: Sketch | None = None
 
 
 @dataclass(frozen=True)
@@ -236,13 +239,14 @@ def judge(
     now: float,
     timings_ms: dict[str, float],
     image: FrameImage | None,
+    sketch: Sketch | None = None,
 ) -> FrameResult:
     """The frame's verdicts and its action under the gate policy (``cluster.decide``)."""
     face_verdicts = [_face_verdict(m, now) for m in faces]
     plate_verdicts = [_plate_verdict(p, now) for p in plates]
     action, reason = decide(face_verdicts + plate_verdicts)
     return FrameResult(
-        action, reason, faces, plates, timings_ms, face_verdicts, plate_verdicts, image
+        action, reason, faces, plates, timings_ms, face_verdicts, plate_verdicts, image, sketch
     )
 
 
@@ -327,7 +331,7 @@ class Engine:
             t = time.time() if now is None else now
             matched = self._identify(community, faces)
             plates = [self._match_plate(community, r, cam) for r, cam in readings]
-            return judge(matched, plates, t, timer.ms, decoded)
+            return judge(matched, plates, t, timer.ms, decoded, decoded.sketch)
 
     def _match_plate(self, community: str, reading: PlateReading, camera: bool) -> MatchedPlate:
         usable = plate_usable(self.config, reading)

@@ -136,6 +136,8 @@ class Passages:
             config.carry_max_age_s,
             region_margin=config.carry_region_margin,
             lend_liveness=config.carry_liveness,
+            still_diff=config.still_scene_diff,
+            still_max_age_s=config.still_scene_max_age_s,
         )
         self.carry_ledger = CarryLedger(config.carry_frames)
         self._gates_lock = threading.Lock()
@@ -201,7 +203,7 @@ class Passages:
                 boxes = np.array([m.face.box for m in result.faces], dtype=np.float64)
                 sizes = np.array([m.face.quality.size_px for m in result.faces])
                 whole = searched_whole_frame(result.timings_ms)
-                g.view = merge_view(g.view, boxes, t, whole, sizes)
+                g.view = merge_view(g.view, boxes, t, whole, sizes, result.sketch)
             self._share(community, gate, g)
         action, reason = _frame_action(emitted, result, outcome.status)
         return PassageOutcome(action, reason, states)
@@ -215,18 +217,23 @@ class Passages:
             return None
         with self._gates_lock:
             g = self._gates.get((community, gate))
-        if g is None:
-            return None
+        if g is None:  # the gate's first frame: searched whole, and sketched when that is used
+            return CarryOffer((), t, policy, self.carry_ledger) if policy.still_diff > 0 else None
         # Counted as frames are offered, not as they are tracked: frames of a gate are
         # recognised in parallel, and a region search cannot see what came into view outside.
+        # A view with no faces is kept only for its sketch (an empty scene that stays still
+        # is not searched: recognizer.faces.scene).
         with g.lock:
             view = g.view
-            if view is not None and (len(view.boxes) == 0 or abs(t - view.t) > policy.max_age_s):
+            if view is not None and (
+                abs(t - view.t) > policy.max_age_s
+                or (len(view.boxes) == 0 and (view.sketch is None or policy.still_diff <= 0))
+            ):
                 view = None
             region = view is not None and g.region_streak < policy.max_carry
             g.region_streak = g.region_streak + 1 if region else 0
             faces = g.carried
-        if not faces and view is None:
+        if not faces and view is None and policy.still_diff <= 0:
             return None
         return CarryOffer(faces, t, policy, self.carry_ledger, view, region)
 

@@ -12,12 +12,16 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import simplejpeg
 
 from smartgate.errors import DecodeError
+
+if TYPE_CHECKING:
+    from recognizer.faces.scene import Sketch
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -147,7 +151,8 @@ class DecodedImage:
     """A frame decoded for detection, with the full resolution available on demand.
 
     ``scaled``: ``(h, w, 3)`` uint8 BGR, possibly reduced by libjpeg-turbo's DCT scaling;
-    ``scale`` maps it back: original = scaled / scale (``scale`` <= 1).
+    ``scale`` maps it back: original = scaled / scale (``scale`` <= 1). ``sketch``: the
+    frame's grey sketch, once the face analyzer made one (``recognizer.faces.scene``).
     """
 
     data: bytes
@@ -156,6 +161,7 @@ class DecodedImage:
     scale: float
     _full: np.ndarray | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    sketch: Sketch | None = field(default=None, repr=False)
 
     @property
     def width(self) -> int:

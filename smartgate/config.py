@@ -272,6 +272,13 @@ class TrackingConfig:
     carry_region_margin: float = 1.0
     # A decided face embedded afresh keeps the liveness scored before the decision.
     carry_liveness: bool = True
+    # A whole-frame search is skipped while nothing moved outside the gate's faces since its
+    # last whole-searched frame: no 16-pixel cell's mean grey changed by more than this
+    # (0: never skipped); with no faces in view the frame is then not searched at all. The
+    # whole frame is still searched at least every still_scene_max_age_s.
+    # (recognizer.faces.scene)
+    still_scene_diff: float = 12.0
+    still_scene_max_age_s: float = 1.0
     # With events.redis_url set, each gate's open passages are kept in Redis too, so the node
     # taking a gate over after a crash resumes them (cluster.gatestate); kept this long.
     share_state: bool = True
@@ -294,6 +301,8 @@ class TrackingConfig:
             ("carry_iou", 0.0 < self.carry_iou <= 1.0, "in (0, 1]"),
             ("carry_max_age_s", self.carry_max_age_s > 0, "> 0"),
             ("carry_region_margin", self.carry_region_margin >= 0, ">= 0"),
+            ("still_scene_diff", 0 <= self.still_scene_diff < 255, "in [0, 255)"),
+            ("still_scene_max_age_s", self.still_scene_max_age_s > 0, "> 0"),
             ("state_ttl_s", self.state_ttl_s > 0, "> 0"),
         )
         for name, ok, want in checks:

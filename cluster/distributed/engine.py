@@ -272,7 +272,7 @@ class ClusterEngine:
             faces = _matched_faces(facts.faces, usable, ids, facts.face_thumbnails)
             plates = _matched_plates(facts, plate_ok, vehicles)
             image_ref = LazyFrame(image, self.limits, facts.decoded_for, facts.scale)
-            return judge(faces, plates, t, timer.ms, image_ref)
+            return judge(faces, plates, t, timer.ms, image_ref, facts.sketch)
 
     # -- registry --------------------------------------------------------------------------
 

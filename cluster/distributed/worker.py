@@ -25,6 +25,7 @@ from cluster.engine import Lane, PlateReadings, Recognizer
 from cluster.thumbnails import face_thumbnail, plate_thumbnail
 from recognizer.faces.analyzer import FaceObservation, StageTimer
 from recognizer.faces.carry import CarryOffer
+from recognizer.faces.scene import Sketch
 from recognizer.image import DecodedImage, DecodeLimits, decode
 from smartgate.config import Config
 
@@ -48,6 +49,7 @@ class FrameFacts:
     decoded_for: int
     face_thumbnails: list[bytes] = dataclasses.field(default_factory=list)  # one per face
     plate_thumbnails: list[bytes] = dataclasses.field(default_factory=list)  # one per reading
+    sketch: Sketch | None = None  # the frame's grey sketch, when the analyzer made one
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class RecognizerWorker:
             decoded_for,
             face_thumbs,
             plate_thumbs,
+            decoded.sketch,
         )
 
     def enrollment_faces(self, images: Sequence[bytes]) -> list[FaceObservation]:

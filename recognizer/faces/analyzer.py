@@ -21,11 +21,14 @@ from recognizer.faces.carry import (
     assign,
     detection_region,
     region_misses,
+    still_check_due,
+    still_scene,
 )
 from recognizer.faces.detector import Detections, FaceDetector
 from recognizer.faces.embedder import FaceEmbedder
 from recognizer.faces.liveness import LivenessScorer
 from recognizer.faces.quality import QualityReport, QualityThresholds, assess, face_size
+from recognizer.faces.scene import Sketch, sketch
 from recognizer.image import DecodedImage
 
 #: A face smaller than this share of the embedder's crop in the reduced-scale decode is aligned
@@ -39,6 +42,8 @@ FULL_RES_BELOW = 0.6
 #: ``Decision.timings_ms``): the whole frame, or only around a decided passage's faces.
 WHOLE_FRAME_STAGE = "detect"
 REGION_STAGE = "detect_region"
+#: Sketching a frame and comparing it with its gate's last whole-searched one (``scene``).
+STILL_STAGE = "still"
 
 
 def searched_whole_frame(timings_ms: dict[str, float]) -> bool:
@@ -195,9 +200,20 @@ class FaceAnalyzer:
         self, image: DecodedImage, timer: StageTimer, carry: CarryOffer | None
     ) -> Detections:
         """The frame's faces: around where the gate's faces were when ``carry`` allows that
-        (``detection_region``), else, or when that search may have missed something, in the
-        whole frame (stages ``REGION_STAGE``, ``WHOLE_FRAME_STAGE``)."""
+        (``detection_region``) or when nothing changed outside them since the gate's last
+        whole-searched frame (``still_scene``; with no faces in view, no search at all), else,
+        or when that search may have missed something, in the whole frame (stages
+        ``REGION_STAGE``, ``WHOLE_FRAME_STAGE``). A whole-searched frame is sketched
+        (``image.sketch``) when the policy compares sketches."""
         height, width = image.scaled.shape[:2]
+        if carry is not None and still_check_due(carry):
+            with timer.stage(STILL_STAGE):
+                still = still_scene(carry, self._sketch(image))
+            if still and carry.view is not None and len(carry.view.boxes) == 0:
+                timer.ms.setdefault(REGION_STAGE, 0.0)  # nothing in view, nothing came in
+                return Detections.none()
+            if still:
+                carry = replace(carry, region=True)
         region = detection_region(carry, width, height, image.scale) if carry is not None else None
         if region is not None and carry is not None and carry.view is not None:
             with timer.stage(REGION_STAGE):
@@ -206,7 +222,18 @@ class FaceAnalyzer:
             if not region_misses(dets.boxes, region, width, height, image.scale, expected):
                 return dets
         with timer.stage(WHOLE_FRAME_STAGE):
-            return self.detector.detect(image.scaled, image.scale)
+            dets = self.detector.detect(image.scaled, image.scale)
+        if carry is not None and carry.policy.still_diff > 0:
+            with timer.stage(STILL_STAGE):
+                self._sketch(image)
+        return dets
+
+    @staticmethod
+    def _sketch(image: DecodedImage) -> Sketch:
+        """``image``'s sketch, made once."""
+        if image.sketch is None:
+            image.sketch = sketch(image.scaled, image.scale)
+        return image.sketch
 
     def _embed_and_score(
         self,

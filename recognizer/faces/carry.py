@@ -22,6 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
+from recognizer.faces.scene import Sketch, changed_outside
+
 
 @dataclass(frozen=True, eq=False)
 class Carried:
@@ -45,13 +47,18 @@ class CarryPolicy:
     for faces only around where they were (``detection_region``), each box grown by this share
     of its size on every side.
     ``lend_liveness``: a decided face embedded afresh keeps the liveness scored before the
-    decision instead of scoring it again."""
+    decision instead of scoring it again. ``still_diff`` > 0: a whole-frame search is skipped
+    while no cell of the frame's sketch outside the region changed by more than this many grey
+    levels since the gate's last whole-searched frame, at most ``still_max_age_s`` ago
+    (``still_scene``)."""
 
     max_carry: int = 3
     iou_min: float = 0.6
     max_age_s: float = 0.6
     region_margin: float = 0.0
     lend_liveness: bool = False
+    still_diff: float = 0.0
+    still_max_age_s: float = 1.0
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -164,11 +171,14 @@ class LoanSnapshot:
 @dataclass(frozen=True, eq=False)
 class View:
     """Where a gate's faces were last seen: ``boxes`` ``(n, 4)`` and their face sizes ``sizes``
-    ``(n,)`` (``quality.face_size``), original pixels, at ``t`` (seconds)."""
+    ``(n,)`` (``quality.face_size``), original pixels, at ``t`` (seconds); ``sketch``: of the
+    gate's last whole-searched frame (``scene``), at ``sketch_t``, when one was made."""
 
     boxes: np.ndarray
     t: float
     sizes: np.ndarray
+    sketch: Sketch | None = None
+    sketch_t: float = 0.0
 
 
 #: A face of the view that a region search's box overlaps this much is that box's face.
@@ -176,24 +186,31 @@ MERGE_IOU = 0.3
 
 
 def merge_view(
-    previous: View | None, found: np.ndarray, t: float, whole: bool, sizes: np.ndarray
+    previous: View | None,
+    found: np.ndarray,
+    t: float,
+    whole: bool,
+    sizes: np.ndarray,
+    sketch: Sketch | None = None,
 ) -> View:
     """The gate's view after a frame whose faces are ``found`` ``(n, 4)`` (face sizes ``sizes``
-    ``(n,)``). A whole-frame search replaces it; a region search only updates the faces it
-    found: a face the view holds that no found box overlaps stays (a frame searched around an
-    older view, recognised in parallel with the whole-frame search that found a newcomer, must
-    not drop the newcomer)."""
+    ``(n,)``). A whole-frame search replaces it, with the frame's ``sketch``; a region search
+    only updates the faces it found and keeps the sketch: a face the view holds that no found
+    box overlaps stays (a frame searched around an older view, recognised in parallel with the
+    whole-frame search that found a newcomer, must not drop the newcomer)."""
     found = np.asarray(found, dtype=np.float64).reshape(-1, 4)
     sizes = np.asarray(sizes, dtype=np.float64).reshape(-1)
-    if whole or previous is None or len(previous.boxes) == 0:
-        return View(found, t, sizes)
+    if whole or previous is None:
+        return View(found, t, sizes, sketch if whole else None, t)
     keep = np.ones(len(previous.boxes), dtype=bool)
-    if len(found):
+    if len(found) and len(previous.boxes):
         keep = iou_matrix(previous.boxes, found).max(axis=1) < MERGE_IOU
     return View(
         np.concatenate([found, previous.boxes[keep]]),
         t,
         np.concatenate([sizes, previous.sizes[keep]]),
+        previous.sketch,
+        previous.sketch_t,
     )
 
 
@@ -211,6 +228,32 @@ class CarryOffer:
     ledger: Lender
     view: View | None = None
     region: bool = False
+
+
+def still_check_due(offer: CarryOffer) -> bool:
+    """Whether ``still_scene`` may spare this frame a whole-frame search: the policy allows it,
+    the frame is due one (its gate's region streak is spent, or no faces are in view) and the
+    gate has a sketch of a whole-searched frame at most ``still_max_age_s`` old."""
+    policy, view = offer.policy, offer.view
+    if policy.still_diff <= 0 or view is None or view.sketch is None:
+        return False
+    if len(view.boxes) and (offer.region or policy.region_margin <= 0):
+        return False  # a region search anyway, or none possible
+    return abs(offer.t - view.sketch_t) <= policy.still_max_age_s
+
+
+def still_scene(offer: CarryOffer, now: Sketch) -> bool:
+    """Whether nothing changed outside the gate's faces since its last whole-searched frame:
+    no cell of ``now`` (this frame's sketch) outside the view's boxes, each grown by the region
+    margin (the region a region search looks at), moved by more than ``still_diff`` grey
+    levels from the view's sketch. Call only when ``still_check_due``."""
+    view = offer.view
+    if view is None or view.sketch is None:
+        return False
+    policy = offer.policy
+    return not changed_outside(
+        now, view.sketch, view.boxes, policy.region_margin, policy.still_diff
+    )
 
 
 #: A region smaller than this (pixels of the image searched, per side) is grown to it: the

@@ -43,6 +43,13 @@ class Detections:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
+    @classmethod
+    def none(cls) -> Detections:
+        """No faces."""
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        )
+
 
 def resize_long_side(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
     """Shrink ``image`` so its long side is at most ``long_side`` (never enlarge).

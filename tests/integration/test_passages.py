@@ -14,12 +14,12 @@ import grpc
 import numpy as np
 import pytest
 
-from benchmarks.scenes import PassageSpec, passage_frames
+from benchmarks.scenes import PassageSpec, composite, passage_frames
 from cluster.engine import Engine, FrameResult
 from cluster.node import Node
 from cluster.server import RunningServer, start_server
 from indexer.registry import FaceRegistry
-from recognizer.faces.analyzer import searched_whole_frame
+from recognizer.faces.analyzer import WHOLE_FRAME_STAGE, searched_whole_frame
 from recognizer.faces.carry import CarryOffer
 from smartgate.config import Config, EventsConfig, TrackingConfig
 from smartgate.v1 import (
@@ -287,6 +287,107 @@ def test_a_region_search_in_flight_does_not_hide_a_newcomer_a_whole_frame_found(
     assert after.view is not None and len(after.view.boxes) == 2
     found = recognise(arrives + 2, after)
     assert not searched_whole_frame(found.timings_ms) and len(found.faces) == 2
+
+
+def _still_scene(faces_dir: Path, frames: int, arrives: int, resident: bool) -> list[bytes]:
+    """A camera looking at a still scene (with Obama standing in it when ``resident``, his face
+    changing a little from frame to frame), with sensor noise in every frame; from frame
+    ``arrives`` on, a second person stands at the right edge."""
+    rng = np.random.default_rng(7)
+    if resident:
+        photo = cv2.imread(str(faces_dir / "examples_obama2.jpg"))
+        h = 420
+        photo = cv2.resize(photo, (int(photo.shape[1] * h / photo.shape[0]), h))
+        scene = composite(photo, 1280, 720, 200, 150)
+    else:
+        scene = np.full((720, 1280, 3), 110, np.uint8)
+    newcomer = cv2.imread(str(faces_dir / "examples_biden.jpg"))
+    h = 300
+    newcomer = cv2.resize(newcomer, (int(newcomer.shape[1] * h / newcomer.shape[0]), h))
+    out = []
+    for i in range(frames):
+        frame = scene.copy()
+        if resident:  # his face (box ~[265, 239, 366, 369]) changes: not the scene
+            face = frame[270:340, 285:345]
+            face[:] = np.clip(face + 10.0 * (i % 5), 0, 255)
+        if i >= arrives:
+            frame[40 : 40 + h, 1270 - newcomer.shape[1] : 1270] = newcomer
+        noisy = np.clip(frame + rng.normal(0, 4.0, frame.shape), 0, 255).astype(np.uint8)
+        out.append(cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return out
+
+
+def _run_frames(site: Site, frames: list[bytes], dt: float = 0.1) -> list[FrameResult]:
+    """The gate's frames one at a time at ``dt`` seconds apart, as the node does them."""
+    engine, passages = site.engine, site.node.passages
+    if not engine.registry.has_community("c1"):
+        engine.registry.create_community("c1")
+    out = []
+    for i, jpeg in enumerate(frames):
+        offer = passages.carry_offer("c1", "door-1", i * dt)
+        result = engine.process_frame("c1", jpeg, i * dt, carry=offer, gate="door-1")
+        passages.observe("c1", "door-1", "cam", i, i * dt, result)
+        out.append(result)
+    return out
+
+
+def test_a_still_scene_skips_whole_frame_searches_until_something_comes_into_view(
+    site: Site, faces_dir: Path
+) -> None:
+    tracking = site.engine.config.tracking
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    arrives = 14
+    results = _run_frames(site, _still_scene(faces_dir, 24, arrives, resident=True))
+    whole = [searched_whole_frame(r.timings_ms) for r in results]
+    # Whole-frame searches were due at frames 4, 8 and 12 (every carry_frames + 1); nothing
+    # moved, so only the one at 1.2 s, when the sketch from frame 0 was older than
+    # still_scene_max_age_s, ran. The face was found, and matched, in every frame.
+    assert tracking.carry_frames == 3 and tracking.still_scene_max_age_s == 1.0
+    assert [i for i in range(arrives) if whole[i]] == [0, 12], whole
+    assert all("still" in results[i].timings_ms for i in (4, 8, 12))
+    for r in results[:arrives]:
+        ids = [m.identification.person for m in r.faces if m.identification]
+        assert [p.person_id for p in ids if p is not None] == ["obama"]
+    # The newcomer, outside the region, changes the sketch: the next due search runs whole
+    # and finds it, within carry_frames frames.
+    seen = next(i for i, r in enumerate(results) if len(r.faces) == 2)
+    assert arrives <= seen <= arrives + tracking.carry_frames and whole[seen], (seen, whole)
+    assert all(len(r.faces) == 2 for r in results[seen:])
+
+
+def test_an_empty_still_scene_is_not_searched_and_a_face_coming_in_is_seen_at_once(
+    site: Site, faces_dir: Path
+) -> None:
+    arrives = 14
+    results = _run_frames(site, _still_scene(faces_dir, 18, arrives, resident=False))
+    searched = [WHOLE_FRAME_STAGE in r.timings_ms for r in results]
+    # The gate's first frame is searched and sketched; then nothing is searched while nothing
+    # changes, except once the sketch is older than still_scene_max_age_s (frame 11, 1.1 s).
+    assert [i for i in range(arrives) if searched[i]] == [0, 11], searched
+    assert all(not r.faces for r in results[:arrives])
+    # The person coming in changes the sketch: found in the very frame they appear in.
+    assert searched[arrives] and len(results[arrives].faces) == 1
+    assert all(len(r.faces) == 1 for r in results[arrives:])
+
+
+def test_with_still_scenes_off_every_due_whole_frame_search_runs(
+    face_analyzer,
+    plate_reader,
+    base_config: Config,
+    tmp_path: Path,
+    faces_dir: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    config = _config(base_config, tmp_path)
+    config = replace(config, tracking=replace(config.tracking, still_scene_diff=0.0))
+    registry = FaceRegistry(tmp_path, face_analyzer.embedder.dim)
+    site = Site(Engine(config, face_analyzer, registry, plate_reader))
+    try:
+        results = _run_frames(site, _still_scene(faces_dir, 10, 99, resident=True))
+    finally:
+        site.close()
+    whole = [searched_whole_frame(r.timings_ms) for r in results]
+    assert [i for i, w in enumerate(whole) if w] == [0, 4, 8], whole
+    assert not any("still" in r.timings_ms for r in results)
 
 
 def test_a_stranger_passage_is_embedded_every_frame_but_lends_its_liveness(
