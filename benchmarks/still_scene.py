@@ -48,9 +48,11 @@ def scene_frames(person: bool, seed: int = 0) -> list[bytes]:
         axis=-1,
     )
     if person:
-        photo = cv2.imread(str(data_dir() / "faces" / "examples_obama2.jpg"))
+        read = cv2.imread(str(data_dir() / "faces" / "examples_obama2.jpg"))
+        if read is None:
+            raise FileNotFoundError("examples_obama2.jpg is missing from the shared photos")
         h = 640
-        photo = cv2.resize(photo, (int(photo.shape[1] * h / photo.shape[0]), h))
+        photo = cv2.resize(read, (int(read.shape[1] * h / read.shape[0]), h))
         pasted = composite(photo, WIDTH, HEIGHT, 800, 300).astype(np.float64)
         inside = np.zeros((HEIGHT, WIDTH), bool)
         inside[300 : 300 + h, 800 : 800 + photo.shape[1]] = True
