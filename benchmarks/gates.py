@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -1497,6 +1497,57 @@ def _server_text(server: str | None, pid: int | None) -> str:
     return f"server {server}" + (f" (pid {pid})" if pid is not None else "")
 
 
+#: The saturation search: loads ×RAMP until one is not kept up with, then at most
+#: REFINE_STEPS halvings (geometric) of the bracket, until it is within REFINE_WITHIN.
+RAMP = 1.5
+RAMP_STEPS = 8
+REFINE_STEPS = 4
+REFINE_WITHIN = 1.03
+
+
+def search_saturation(attempt: Callable[[float, str], tuple[bool, float]], start: float) -> None:
+    """Drive the saturation search through ``attempt(load, label)``, which runs one load and
+    says whether the node kept up and how many frames/s it answered.
+
+    The load rises ×``RAMP`` from ``start`` until the node stops keeping up. Past saturation a
+    node answers less than at it (shed frames cut passages short, and a passage answered on
+    fewer frames reuses less), so the first overloaded load says little about the peak. The
+    search then halves the bracket between the highest load kept up with and the lowest not
+    (geometrically) until it is within ``REFINE_WITHIN``; when even ``start`` was too much, it
+    first tries just below what that run answered. Saturation is then the most answered in any
+    run (the caller's).
+    """
+    kept: float | None = None
+    load = start
+    answered = 0.0
+    for step in range(RAMP_STEPS):
+        ok, answered = attempt(load, f"search {step + 1}")
+        if not ok:
+            break
+        kept, load = load, load * RAMP
+    else:
+        return  # never overloaded
+    over = load
+    steps = 0
+    if kept is None:
+        below = 0.95 * answered
+        if below <= 0:
+            return
+        steps += 1
+        ok, _ = attempt(below, f"refine {steps}")
+        if not ok:
+            return
+        kept = below
+    while steps < REFINE_STEPS and over / kept > REFINE_WITHIN:
+        steps += 1
+        mid = (kept * over) ** 0.5
+        ok, _ = attempt(mid, f"refine {steps}")
+        if ok:
+            kept = mid
+        else:
+            over = mid
+
+
 def _auto_sweep(
     address: str,
     specs: list[GateSpec],
@@ -1506,42 +1557,25 @@ def _auto_sweep(
     common: dict[str, Any],
     runs: list[RunResult],
 ) -> tuple[RunResult, float]:
-    """Raise the load ×1.5 per step until the node stops keeping up, then refine twice: 10 %
-    and 20 % above a load it nearly kept up with (its peak may lie above), or halfway
-    (geometrically) between the last load kept up with and one deep in overload: past
-    saturation a node answers less than at it (shed frames still cost, and a passage answered
-    on fewer frames reuses less), so one overloaded step alone would misplace it. Saturation is
-    the most it answered in any run. Then 70 % and 150 % of it."""
+    """Find saturation (``search_saturation``; per-gate loads of ``specs`` scaled alike), the
+    most the node answered in any run, then run at 70 % and 150 % of it."""
     best = 0.0
+    total = sum(s.fps for s in specs)
 
-    def attempt(fps: float, label: str) -> bool:
-        """One run at ``fps`` per gate; whether the node kept up."""
+    def attempt(load: float, label: str) -> tuple[bool, float]:
+        """One run at ``load`` frames/s over all gates: whether the node kept up, and what it
+        answered."""
         nonlocal best
-        scaled = [replace(s, fps=round(fps, 3)) for s in specs]
+        scaled = [replace(s, fps=round(s.fps * load / total, 3)) for s in specs]
         r = run_load(address, scaled, pool, duration=duration, label=label, **common)
         runs.append(r)
         node = summarize_run(r)["node"]
         best = max(best, node["throughput_fps"])
         shed_share = node["shed"] / max(1, node["sent"])
-        return node["throughput_fps"] >= 0.95 * node["offered_fps"] and shed_share <= 0.01
+        kept = node["throughput_fps"] >= 0.95 * node["offered_fps"] and shed_share <= 0.01
+        return kept, node["throughput_fps"]
 
-    kept: float | None = None  # the highest load kept up with
-    over = args.fps
-    for step in range(8):
-        if not attempt(over, f"search {step + 1}"):
-            break
-        kept, over = over, over * 1.5
-    node = summarize_run(runs[-1])["node"]
-    if kept is None or node["throughput_fps"] >= 0.9 * node["offered_fps"]:
-        for step, factor in enumerate((1.1, 1.2)):  # it nearly kept up: its peak may lie above
-            attempt(over * factor, f"refine {step + 1}")
-    else:
-        for step in range(2):  # deep in overload: look between
-            mid = math.sqrt(kept * over)
-            if attempt(mid, f"refine {step + 1}"):
-                kept = mid
-            else:
-                over = mid
+    search_saturation(attempt, total)
     main_run = None
     for share in (0.7, 1.5):
         per_gate = share * best / len(specs)
