@@ -31,6 +31,8 @@ def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
         ("[match]\nthreshhold = 1\n", {}, "unknown setting"),
         ("", {"SMARTGATE_SERVER__MAX_WORKERS": "many"}, "cannot read 'many' as int"),
         ("[match\n", {}, "config file"),
+        ("[tracking]\nstill_scene_diff = 300\n", {}, "still_scene_diff"),
+        ("[tracking]\nstill_scene_max_age_s = 0\n", {}, "still_scene_max_age_s"),
     ],
 )
 def test_bad_configuration_is_reported(
