@@ -1576,12 +1576,15 @@ def _auto_sweep(
     best = 0.0
     total = sum(s.fps for s in specs)
 
+    def at(load: float) -> list[GateSpec]:
+        """``specs`` offering ``load`` frames/s in all, each gate its share."""
+        return [replace(s, fps=round(s.fps * load / total, 3)) for s in specs]
+
     def attempt(load: float, label: str) -> tuple[bool, float]:
         """One run at ``load`` frames/s over all gates: whether the node kept up, and what it
         answered."""
         nonlocal best
-        scaled = [replace(s, fps=round(s.fps * load / total, 3)) for s in specs]
-        r = run_load(address, scaled, pool, duration=duration, label=label, **common)
+        r = run_load(address, at(load), pool, duration=duration, label=label, **common)
         runs.append(r)
         node = summarize_run(r)["node"]
         best = max(best, node["throughput_fps"])
@@ -1592,11 +1595,9 @@ def _auto_sweep(
     search_saturation(attempt, total)
     main_run = None
     for share in (0.7, 1.5):
-        per_gate = share * best / len(specs)
-        scaled = [replace(s, fps=round(per_gate, 3)) for s in specs]
         r = run_load(
             address,
-            scaled,
+            at(share * best),
             pool,
             duration=duration,
             label=f"{share:.0%} of sat",
