@@ -141,6 +141,9 @@ class Passages:
         )
         self.carry_ledger = CarryLedger(config.carry_frames)
         self._gates_lock = threading.Lock()
+        # Receive times of each gate's frames still being recognised (``received``).
+        self._in_flight: dict[tuple[str, str], list[float]] = {}
+        self._flight_lock = threading.Lock()
         self._strangers_dirty = False
         self._stop = threading.Event()
         self._expiry = threading.Thread(
@@ -156,6 +159,25 @@ class Passages:
 
     # -- capture ---------------------------------------------------------------------------
 
+    def received(self, community: str, gate: str, t: float) -> None:
+        """A frame of ``gate`` received at ``t`` (the ``t`` it will be observed with) is being
+        recognised. Until it is observed or ``abandoned``, ``expire`` ends none of the gate's
+        tracks on a silence after ``t``: on a node past saturation frames queue for seconds,
+        and their passages must not end (and be decided anew) while the frames that continue
+        them wait."""
+        with self._flight_lock:
+            self._in_flight.setdefault((community, gate), []).append(t)
+
+    def abandoned(self, community: str, gate: str, t: float) -> None:
+        """The frame ``received`` at ``t`` will not be observed (shed, refused or failed)."""
+        with self._flight_lock:
+            self._land((community, gate), t)
+
+    def frames_in_flight(self) -> int:
+        """How many ``received`` frames are neither observed nor abandoned yet."""
+        with self._flight_lock:
+            return sum(len(times) for times in self._in_flight.values())
+
     def observe(
         self,
         community: str,
@@ -165,12 +187,15 @@ class Passages:
         t: float,
         result: FrameResult,
     ) -> PassageOutcome:
-        """Feed one camera frame (already recognised) to its gate's tracker."""
+        """Feed one camera frame (already recognised) to its gate's tracker. ``t``: when the
+        frame was received (one clock for every frame of the gate and for ``expire``)."""
         observations, sources = _observations(result)
         g = self._gate(community, gate)
         with g.lock:
             g.device = device or g.device or UNKNOWN_DEVICE
             outcome = g.tracker.update(t, seq, observations)
+            with self._flight_lock:  # under the gate's lock: no expiry between update and this
+                self._land((community, gate), t)
             self._finish(community, gate, g, outcome.finished)
             states: list[TrackState] = []
             emitted: list[TrackDecision] = []
@@ -296,7 +321,7 @@ class Passages:
         ended = 0
         for (community, gate), g in gates:
             with g.lock:
-                finished = g.tracker.expire(t)
+                finished = g.tracker.expire(self._quiet_until(community, gate, t))
                 self._finish(community, gate, g, finished)
                 ended += len(finished)
                 if finished:
@@ -323,6 +348,31 @@ class Passages:
             self.strangers.save(self.strangers_dir)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _land(self, key: tuple[str, str], t: float) -> None:
+        """Forget one in-flight frame received at ``t`` (none: nothing); under ``_flight_lock``."""
+        times = self._in_flight.get(key)
+        if times is not None and t in times:
+            times.remove(t)
+            if not times:
+                del self._in_flight[key]
+
+    def _quiet_until(self, community: str, gate: str, now: float) -> float:
+        """The time up to which ``gate`` is known to be silent: ``now``, or the receive time of
+        its oldest frame still being recognised. A frame in flight for longer than a track may
+        live (``max_track_age_s``) is taken for lost (a stream cut mid-way) and forgotten."""
+        key = (community, gate)
+        with self._flight_lock:
+            times = self._in_flight.get(key)
+            if not times:
+                return now
+            alive = [x for x in times if now - x <= self.config.max_track_age_s]
+            if len(alive) < len(times):
+                if alive:
+                    self._in_flight[key] = alive
+                else:
+                    del self._in_flight[key]
+            return min([now, *alive])
 
     def _gate(self, community: str, gate: str) -> _Gate:
         key = (community, gate)

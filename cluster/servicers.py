@@ -97,11 +97,17 @@ class CaptureServicer(_OnNode, capture_pb2_grpc.CaptureServicer):
         self.result_timeout_s = result_timeout_s
         self.admit = admit
 
-    def _submit(self, frame: capture_pb2.Frame) -> tuple[float, Future[FrameResult]]:
+    def _submit(
+        self, frame: capture_pb2.Frame, streamed: bool = False
+    ) -> tuple[float, Future[FrameResult]]:
+        """Queue ``frame``; returns its receive time and its result to come. A ``streamed``
+        frame is in flight for its gate's passages until the caller observes or abandons it."""
         _check_frame_ids(frame)
         if self.admit is not None:
             self.admit(frame)
         now = time.time()
+        if streamed:
+            self.node.passages.received(frame.community, frame.gate, now)
         job = FrameJob(
             frame.community,
             frame.image,
@@ -110,7 +116,12 @@ class CaptureServicer(_OnNode, capture_pb2_grpc.CaptureServicer):
             frame.plate_crop,
             frame.gate,
         )
-        return now, self.node.scheduler.submit(f"{frame.community}/{frame.gate}", job)
+        try:
+            return now, self.node.scheduler.submit(f"{frame.community}/{frame.gate}", job)
+        except BaseException:
+            if streamed:
+                self.node.passages.abandoned(frame.community, frame.gate, now)
+            raise
 
     @staticmethod
     def _decision(
@@ -160,7 +171,7 @@ class CaptureServicer(_OnNode, capture_pb2_grpc.CaptureServicer):
                 for frame in request_iterator:
                     received = time.perf_counter()
                     try:
-                        now, future = self._submit(frame)
+                        now, future = self._submit(frame, streamed=True)
                     except SmartgateError as exc:  # refused before queueing: answered in-stream
                         now, future = time.time(), Future()
                         future.set_exception(exc)
@@ -173,37 +184,53 @@ class CaptureServicer(_OnNode, capture_pb2_grpc.CaptureServicer):
         # The reader sees the caller's context (``cluster.security.principal.current()``).
         reader = contextvars.copy_context().run
         threading.Thread(target=reader, args=(read,), name="capture-reader", daemon=True).start()
-        while (entry := pending.get()) is not None:
-            frame, received, now, future = entry
-            try:
-                result = future.result(timeout=self.result_timeout_s)
-                decision = self._stream_decision(frame, result, now)
-            except Exception as exc:  # one bad or shed frame never ends the stream
-                self._count_failure(frame.gate, exc)
-                _log_unexpected(exc)
-                decision = capture_pb2.Decision(
-                    seq=frame.seq,
-                    community=frame.community,
-                    gate=frame.gate,
-                    action=capture_pb2.ACTION_NONE,
-                    frame_action=capture_pb2.ACTION_NONE,
-                    status=common_pb2.ItemStatus(
-                        code=status_code(exc).value[0], message=status_message(exc)
-                    ),
-                    reason="frame rejected",
-                )
-            self._finish(decision, frame, received)
-            yield decision
+        try:
+            while (entry := pending.get()) is not None:
+                yield self._answer(*entry)
+        finally:  # the caller went away: the frames still queued will not be observed
+            while True:
+                try:
+                    entry = pending.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is not None:
+                    self.node.passages.abandoned(entry[0].community, entry[0].gate, entry[2])
+
+    def _answer(
+        self, frame: capture_pb2.Frame, received: float, now: float, future: Future[FrameResult]
+    ) -> capture_pb2.Decision:
+        """A streamed frame's decision, once its result is in (a failed frame: its status)."""
+        try:
+            result = future.result(timeout=self.result_timeout_s)
+            decision = self._stream_decision(frame, result, now)
+        except Exception as exc:  # one bad or shed frame never ends the stream
+            self.node.passages.abandoned(frame.community, frame.gate, now)
+            self._count_failure(frame.gate, exc)
+            _log_unexpected(exc)
+            decision = capture_pb2.Decision(
+                seq=frame.seq,
+                community=frame.community,
+                gate=frame.gate,
+                action=capture_pb2.ACTION_NONE,
+                frame_action=capture_pb2.ACTION_NONE,
+                status=common_pb2.ItemStatus(
+                    code=status_code(exc).value[0], message=status_message(exc)
+                ),
+                reason="frame rejected",
+            )
+        self._finish(decision, frame, received)
+        return decision
 
     def _stream_decision(
         self, frame: capture_pb2.Frame, result: FrameResult, now: float
     ) -> capture_pb2.Decision:
         started = time.perf_counter()
-        # The tracker runs on the same clock as the expiry thread (time at observation): a
-        # frame that queued behind others must not look older than the silence that ends
-        # its track.
+        # The tracker's clock is the receive time: a passage's frames are as far apart as the
+        # camera sent them, however long each queued. While a frame is in flight the expiry
+        # thread ends none of its gate's tracks on the silence it may break
+        # (``Passages.received``).
         outcome = self.node.passages.observe(
-            frame.community, frame.gate, frame.device, frame.seq, time.time(), result
+            frame.community, frame.gate, frame.device, frame.seq, now, result
         )
         result.timings_ms["track"] = (time.perf_counter() - started) * 1e3
         decision = self._decision(frame, result, now, int(outcome.action), outcome.reason)

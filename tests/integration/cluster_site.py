@@ -142,6 +142,25 @@ def stream(
     return list(capture.Stream(frames_of(images, gate, community, fps), timeout=300))
 
 
+def stream_in_step(
+    capture: capture_pb2_grpc.CaptureStub, images: list[bytes], gate: str, community: str = "c1"
+) -> list[capture_pb2.Decision]:
+    """Each frame sent once the previous one's decision is back: a gate whose frames never
+    queue, so what a frame may reuse from the frames before it does not depend on timing."""
+    answered = threading.Semaphore(1)
+
+    def frames() -> Iterator[capture_pb2.Frame]:
+        for frame in frames_of(images, gate, community):
+            answered.acquire()
+            yield frame
+
+    decisions = []
+    for d in capture.Stream(frames(), timeout=300):
+        decisions.append(d)
+        answered.release()
+    return decisions
+
+
 class Streamer(threading.Thread):
     """A gate streaming in the background; ``decisions`` with their arrival times."""
 

@@ -89,7 +89,7 @@ def test_resident_opens_and_stranger_is_recorded(capture, enrolled, faces_dir: P
 
 
 def test_stream_answers_every_frame_in_order_and_survives_bad_ones(  # type: ignore[no-untyped-def]
-    capture, enrolled, faces_dir: Path
+    node, capture, enrolled, faces_dir: Path
 ) -> None:
     big = _photo(faces_dir, "examples_obama-1080p.jpg")
     frames = [
@@ -119,6 +119,8 @@ def test_stream_answers_every_frame_in_order_and_survives_bad_ones(  # type: ign
     assert by_seq[9].action == capture_pb2.ACTION_OPEN
     assert by_seq[9].tracks[0].decided_now
     assert by_seq[9].tracks[0].track_id == by_seq[1].tracks[0].track_id
+    # Every frame answered was observed or, failed, let go: none holds the gate's passages open.
+    assert node.passages.frames_in_flight() == 0
 
 
 def test_unary_errors_carry_the_right_status(capture, enrolled, faces_dir: Path) -> None:  # type: ignore[no-untyped-def]

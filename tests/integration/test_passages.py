@@ -390,6 +390,51 @@ def test_with_still_scenes_off_every_due_whole_frame_search_runs(
     assert not any("still" in r.timings_ms for r in results)
 
 
+def test_frames_queued_past_the_quiet_time_stay_in_their_passage(
+    site: Site, faces_dir: Path
+) -> None:
+    """A node past saturation observes frames seconds after they came. The expiry thread runs
+    meanwhile; the passage must not end while its next frames wait (and be decided again)."""
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    passages, t0 = site.node.passages, time.time()
+    frames = _passage(faces_dir, "examples_obama2.jpg", frames=6)
+    times = [t0 + 0.1 * i for i in range(len(frames))]
+    for t in times:
+        passages.received("c1", "door-1", t)
+    results = [site.engine.process_frame("c1", f, t) for f, t in zip(frames, times, strict=True)]
+    decided = []
+    for i, (t, result) in enumerate(zip(times, results, strict=True)):
+        assert passages.expire(t0 + 5.0 + i) == 0  # 5 s behind, far past quiet_s
+        outcome = passages.observe("c1", "door-1", "cam", i, t, result)
+        decided += [s.track_id for s in outcome.tracks if s.decided_now]
+    assert len(decided) == 1
+    assert passages.frames_in_flight() == 0
+    _wait_quiet()
+    (event,) = site.events()
+    assert event.action == "OPEN" and event.person_id == "obama"
+
+
+def test_a_frame_that_is_never_observed_does_not_hold_its_passage_open(
+    site: Site, faces_dir: Path
+) -> None:
+    site.engine.registry.create_community("c1")
+    passages, t0 = site.node.passages, time.time()
+    (frame,) = _passage(faces_dir, "examples_obama2.jpg", frames=1)
+    result = site.engine.process_frame("c1", frame, t0)
+    for gate in ("door-1", "door-2"):
+        passages.received("c1", gate, t0)
+        passages.observe("c1", gate, "cam", 0, t0, result)
+        passages.received("c1", gate, t0 + 0.1)  # in flight, and never observed
+    assert passages.expire(t0 + 5.0) == 0
+    passages.abandoned("c1", "door-1", t0 + 0.1)  # shed, say: door-1's passage ends
+    _wait_quiet()
+    assert [e.gate for e in site.events()] == ["door-1"]
+    # door-2's frame was lost without a word (its stream cut): given up after a track's
+    # longest life.
+    assert passages.expire(t0 + 0.1 + site.engine.config.tracking.max_track_age_s + 1) == 1
+    assert passages.frames_in_flight() == 0
+
+
 def test_a_stranger_passage_is_embedded_every_frame_but_lends_its_liveness(
     site: Site, faces_dir: Path
 ) -> None:
