@@ -31,7 +31,7 @@ from cluster.events.alerts import watchlist_alert
 from cluster.events.model import Event, event_id, make_event
 from cluster.events.service import EventLog
 from cluster.gatestate import RedisGateState, dumps
-from cluster.thumbnails import face_thumbnail, plate_thumbnail
+from cluster.thumbnails import FACE_MARGIN, crop_box, encode_thumbnail, plate_thumbnail
 from cluster.tracking import FinishedTrack, GateTracker, Observation, TrackDecision
 from indexer.strangers import StrangerBook, StrangerIndex
 from recognizer.faces.analyzer import searched_whole_frame
@@ -76,13 +76,30 @@ class PassageOutcome:
 
 @dataclass
 class _Best:
-    """The best shot of an open track so far, with what the event needs from it."""
+    """The best shot of an open track so far, with what the event needs from it.
+
+    A face's shot is kept as its cut ``crop`` ``(h, w, 3)`` uint8 BGR and shrunk and encoded
+    only when the passage needs the JPEG (``jpeg``: its event, or the gate's shared state).
+    While a person walks towards the camera most frames improve on the best shot, and each
+    encode costs ~0.4 ms of the capture path."""
 
     rank: float
     thumbnail: bytes
     liveness: float | None
     plate: str | None
     role: str | None
+    crop: np.ndarray | None = None
+
+    def jpeg(self) -> bytes:
+        """The best-shot JPEG (encoded once; empty bytes when there is no shot)."""
+        if not self.thumbnail and self.crop is not None:
+            self.thumbnail = encode_thumbnail(self.crop)
+        self.crop = None
+        return self.thumbnail
+
+    def __getstate__(self) -> dict[str, object]:
+        self.jpeg()  # shared as its JPEG, not as pixels
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -485,7 +502,7 @@ class Passages:
             plate=(best.plate if best else None) if kind == "plate" else None,
             role=best.role if best else None,
         )
-        if not self.events.writer.submit(event, (best.thumbnail or None) if best else None):
+        if not self.events.writer.submit(event, (best.jpeg() or None) if best else None):
             log.warning("event %s dropped: the event queue is full", event.id)
 
     def _alert_now(
@@ -606,13 +623,13 @@ def _best_of(obs: Observation, source: object, result: FrameResult) -> _Best:
     rank = obs.quality * obs.size_px * obs.det_score
     image = result.image
     if isinstance(source, MatchedFace):
-        thumbnail = source.thumbnail
-        if not thumbnail and image is not None:
-            thumbnail = face_thumbnail(image.scaled, source.face.box, image.scale)
+        crop = None  # cut now (the frame goes), encoded when needed
+        if not source.thumbnail and image is not None:
+            crop = crop_box(image.scaled, source.face.box, image.scale, FACE_MARGIN).copy()
         role = None
         if source.identification and source.identification.person:
             role = source.identification.person.role
-        return _Best(rank, thumbnail, source.face.liveness, None, role)
+        return _Best(rank, source.thumbnail, source.face.liveness, None, role, crop)
     assert isinstance(source, MatchedPlate)
     thumbnail = source.thumbnail
     if not thumbnail and image is not None:

@@ -1,7 +1,8 @@
 """Best-shot thumbnails: a face or plate box cut from a frame, shrunk and JPEG-encoded.
 
 The passages keep one thumbnail per passage (its best shot). The embedded node cuts it from the
-frame it already holds decoded; a cluster worker cuts one for every face and plate it finds
+frame it already holds decoded, and shrinks and encodes it only once the passage needs the JPEG
+(``cluster.passages._Best``); a cluster worker cuts one for every face and plate it finds
 (~0.2 ms each) and sends the JPEG bytes back, so the frontend never decodes a frame again just
 for a thumbnail (a 1080p re-decode costs ~4 ms, and most frames of a passage improve on the best
 shot while the person walks towards the camera).

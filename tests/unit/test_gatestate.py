@@ -63,3 +63,15 @@ def test_a_blob_naming_another_callable_is_refused() -> None:
 
 def test_keys_name_community_and_gate() -> None:
     assert gate_key("c1", "door-1") == "smartgate:gate:c1:door-1"
+
+
+def test_a_best_shot_is_encoded_once_when_needed_and_shared_as_jpeg() -> None:
+    crop = np.full((120, 90, 3), 128, np.uint8)
+    best = _Best(1.0, b"", 0.9, None, "resident", crop)
+    back = loads(dumps(best))  # sharing the gate's state encodes it
+    assert back.crop is None and back.thumbnail[:3] == b"\xff\xd8\xff"
+    assert best.crop is None and best.thumbnail == back.thumbnail
+    assert best.jpeg() is best.thumbnail  # not encoded again
+    assert _Best(1.0, b"", None, None, None).jpeg() == b""  # no shot
+    cut_by_a_worker = _Best(1.0, b"\xff\xd8\xffjpeg", None, None, None)
+    assert cut_by_a_worker.jpeg() == b"\xff\xd8\xffjpeg"
