@@ -43,8 +43,8 @@ Faults:
   then the device restarted its counter; the tracker accepts the new numbering and carries on
   (``"restart"``), the open tracks untouched.
 * **Clocks**: ``t`` may be any clock in seconds, but one clock for both ``update`` and
-  ``expire`` (the server's ``time.monotonic()`` at receipt is the safe choice; a device's
-  ``captured_at`` works too). The tracker runs its own clock that only moves forward: each
+  ``expire`` (the server's clock when the frame arrived, which the capture servicer uses,
+  however long the frame then queues; a device's ``captured_at`` works too). The tracker runs its own clock that only moves forward: each
   call advances it by ``max(0, t - previous t)``. A backwards jump therefore ends nothing (the
   clock stands still until ``t`` moves forward again from its new base); a forward jump of
   hours ends every open track, as a long silence would. The times in decisions and finished
