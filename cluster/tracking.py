@@ -44,10 +44,11 @@ Faults:
   (``"restart"``), the open tracks untouched.
 * **Clocks**: ``t`` may be any clock in seconds, but one clock for both ``update`` and
   ``expire`` (the server's clock when the frame arrived, which the capture servicer uses,
-  however long the frame then queues; a device's ``captured_at`` works too). The tracker runs its own clock that only moves forward: each
-  call advances it by ``max(0, t - previous t)``. A backwards jump therefore ends nothing (the
-  clock stands still until ``t`` moves forward again from its new base); a forward jump of
-  hours ends every open track, as a long silence would. The times in decisions and finished
+  however long the frame then queues; a device's ``captured_at`` works too). The tracker
+  runs its own clock that only moves forward: each call advances it by
+  ``max(0, t - previous t)``. A backwards jump therefore ends nothing (the clock stands still
+  until ``t`` moves forward again from its new base); a forward jump of hours ends every open
+  track, as a long silence would. The times in decisions and finished
   tracks are on this clock, which equals ``t`` until the first backwards jump.
 * **Silent gate**: nothing ends until the next ``update`` or ``expire``.
 
