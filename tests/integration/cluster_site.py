@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import grpc
+from streaming import frames_of
 
 from benchmarks.scenes import PassageSpec, passage_frames
 from cluster.distributed.runtime import ClusterNode, LocalCluster, open_cluster_node
@@ -118,47 +118,6 @@ def passage(faces_dir: Path, photo: str, frames: int, seed: int = 0) -> list[byt
     image = cv2.imread(str(faces_dir / photo))
     assert image is not None, photo
     return passage_frames(image, PassageSpec(frames=frames), seed)
-
-
-def frames_of(
-    images: list[bytes], gate: str, community: str = "c1", fps: float = 0.0
-) -> Iterator[capture_pb2.Frame]:
-    """One gate's frames, paced at ``fps`` (0: as fast as gRPC takes them)."""
-    for i, img in enumerate(images):
-        if fps:
-            time.sleep(1.0 / fps)
-        yield capture_pb2.Frame(
-            community=community, gate=gate, device=f"cam-{gate}", seq=i, image=img
-        )
-
-
-def stream(
-    capture: capture_pb2_grpc.CaptureStub,
-    images: list[bytes],
-    gate: str,
-    community: str = "c1",
-    fps: float = 0.0,
-) -> list[capture_pb2.Decision]:
-    return list(capture.Stream(frames_of(images, gate, community, fps), timeout=300))
-
-
-def stream_in_step(
-    capture: capture_pb2_grpc.CaptureStub, images: list[bytes], gate: str, community: str = "c1"
-) -> list[capture_pb2.Decision]:
-    """Each frame sent once the previous one's decision is back: a gate whose frames never
-    queue, so what a frame may reuse from the frames before it does not depend on timing."""
-    answered = threading.Semaphore(1)
-
-    def frames() -> Iterator[capture_pb2.Frame]:
-        for frame in frames_of(images, gate, community):
-            answered.acquire()
-            yield frame
-
-    decisions = []
-    for d in capture.Stream(frames(), timeout=300):
-        decisions.append(d)
-        answered.release()
-    return decisions
 
 
 class Streamer(threading.Thread):

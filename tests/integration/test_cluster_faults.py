@@ -27,8 +27,8 @@ from cluster_site import (
     passage,
     start_ray,
     stop_ray,
-    stream,
 )
+from streaming import stream
 
 from cluster.distributed.directory import WriteStats
 from cluster.distributed.index import STORE_FILE, community_dir

@@ -23,8 +23,8 @@ from cluster_site import (
     passage,
     start_ray,
     stop_ray,
-    stream_in_step,
 )
+from streaming import stream_in_step
 
 from cluster.distributed.routing import pick_worker
 from cluster.distributed.runtime import open_cluster_node

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_site import QUIET_S, ClusterSite, cluster_config, passage, start_ray, stop_ray, stream
+from cluster_site import QUIET_S, ClusterSite, cluster_config, passage, start_ray, stop_ray
+from streaming import stream
 
 from cluster.distributed.index import community_dir
 from cluster.distributed.strangers import ID_BLOCK, STRANGERS_DIR

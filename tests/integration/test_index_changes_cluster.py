@@ -12,8 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from cluster_site import ClusterSite, cluster_config, passage, start_ray, stop_ray, stream
+from cluster_site import ClusterSite, cluster_config, passage, start_ray, stop_ray
 from redis_server import RedisServer
+from streaming import stream
 
 from cluster.events.index_changes import IndexChangeFollower
 from indexer.changelog import Change, pseudonym

@@ -13,6 +13,7 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+from streaming import stream_in_step
 
 from benchmarks.scenes import PassageSpec, composite, passage_frames
 from cluster.engine import Engine, FrameResult
@@ -125,25 +126,6 @@ def _stream(
     return list(site.capture.Stream(frames, timeout=120))
 
 
-def _stream_paced(site: Site, images: list[bytes]) -> list[capture_pb2.Decision]:
-    """As ``_stream``, but each frame is sent once the previous one is answered."""
-    answered = threading.Semaphore(0)
-
-    def frames() -> Iterator[capture_pb2.Frame]:
-        for i, img in enumerate(images):
-            if i and not answered.acquire(timeout=60):
-                return
-            yield capture_pb2.Frame(
-                community="c1", gate="door-1", device="cam-door-1", seq=i, image=img
-            )
-
-    out = []
-    for decision in site.capture.Stream(frames(), timeout=120):
-        out.append(decision)
-        answered.release()
-    return out
-
-
 def _wait_quiet() -> None:
     time.sleep(QUIET_S + 0.6)  # the passage ends, the expiry thread records it
 
@@ -225,7 +207,9 @@ def test_a_decided_passage_is_searched_around_its_face_and_a_newcomer_is_still_s
     _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
     arrives = 16
     # One frame at a time (a gate at a low frame rate): each frame sees the one before it.
-    decisions = _stream_paced(site, _with_newcomer(faces_dir, frames=28, arrives=arrives))
+    decisions = stream_in_step(
+        site.capture, _with_newcomer(faces_dir, frames=28, arrives=arrives), "door-1"
+    )
     region = [not searched_whole_frame(dict(d.timings_ms)) for d in decisions]
     opened = next(i for i, d in enumerate(decisions) if d.action == capture_pb2.ACTION_OPEN)
     # The first frame is searched whole; then carry_frames frames only around the face, then
