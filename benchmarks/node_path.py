@@ -16,19 +16,22 @@ import argparse
 import collections
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.gates import WORKLOADS, FramePool, build_pool
-from cluster.engine import Engine
+from cluster.engine import Engine, FrameResult
 from cluster.node import Node
 from indexer.registry import FaceRegistry
 from recognizer.faces.factory import build_face_analyzer
 from smartgate.config import Config, load_config
 
 COMMUNITY = "bench"
+GATE = "gate"
 
 
 @dataclass(frozen=True)
@@ -46,35 +49,55 @@ class PathReport:
     stages: dict[str, StageFigures]
 
 
-def run(
-    config: Config, analyzer: object, pool: FramePool, repeat: int = 1, fps: float = 12.0
-) -> PathReport:
-    """The pool's pedestrian frames, ``repeat`` times over, through a fresh node."""
-    frames = pool.frames["pedestrian"] * repeat
+@contextmanager
+def gate_node(
+    config: Config, analyzer: object, gallery: dict[str, bytes] | None = None
+) -> Iterator[tuple[Engine, Node]]:
+    """A fresh engine and node on a temporary data dir, ``gallery`` (person → photo) enrolled
+    in ``COMMUNITY``; closed on exit."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = replace(config, data_dir=Path(tmp))
         registry = FaceRegistry(Path(tmp), analyzer.embedder.dim)  # type: ignore[attr-defined]
         registry.create_community(COMMUNITY)
         engine = Engine(cfg, analyzer, registry, None)  # type: ignore[arg-type]
-        for person, photo in pool.gallery.items():
+        for person, photo in (gallery or {}).items():
             engine.enroll(COMMUNITY, person, [photo])
         node = Node.around(engine)
-        stages: dict[str, list[float]] = collections.defaultdict(list)
-        observe_ms = []
         try:
-            cpu0 = time.process_time()
-            for i, jpeg in enumerate(frames):
-                t = i / fps
-                offer = node.passages.carry_offer(COMMUNITY, "gate", t)
-                result = engine.process_frame(COMMUNITY, jpeg, t, carry=offer, gate="gate")
-                started = time.perf_counter()
-                node.passages.observe(COMMUNITY, "gate", "cam", i, t, result)
-                observe_ms.append((time.perf_counter() - started) * 1e3)
-                for stage, ms in result.timings_ms.items():
-                    stages[stage].append(ms)
-            cpu_ms = (time.process_time() - cpu0) / len(frames) * 1e3
+            yield engine, node
         finally:
             node.close()
+
+
+def gate_frames(
+    engine: Engine, node: Node, frames: Iterable[bytes], fps: float
+) -> Iterator[tuple[FrameResult, float]]:
+    """One gate's ``frames`` at ``fps`` through ``carry_offer`` → ``process_frame`` →
+    ``observe``, one at a time; yields each frame's result and how long ``observe`` took
+    (ms)."""
+    for i, jpeg in enumerate(frames):
+        t = i / fps
+        offer = node.passages.carry_offer(COMMUNITY, GATE, t)
+        result = engine.process_frame(COMMUNITY, jpeg, t, carry=offer, gate=GATE)
+        started = time.perf_counter()
+        node.passages.observe(COMMUNITY, GATE, "cam", i, t, result)
+        yield result, (time.perf_counter() - started) * 1e3
+
+
+def run(
+    config: Config, analyzer: object, pool: FramePool, repeat: int = 1, fps: float = 12.0
+) -> PathReport:
+    """The pool's pedestrian frames, ``repeat`` times over, through a fresh node."""
+    frames = pool.frames["pedestrian"] * repeat
+    stages: dict[str, list[float]] = collections.defaultdict(list)
+    observe_ms = []
+    with gate_node(config, analyzer, pool.gallery) as (engine, node):
+        cpu0 = time.process_time()
+        for result, ms in gate_frames(engine, node, frames, fps):
+            observe_ms.append(ms)
+            for stage, stage_ms in result.timings_ms.items():
+                stages[stage].append(stage_ms)
+        cpu_ms = (time.process_time() - cpu0) / len(frames) * 1e3
     n = len(frames)
     return PathReport(
         frames=n,

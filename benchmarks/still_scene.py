@@ -14,19 +14,15 @@ frames searched whole and the CPU a frame (process time: both cores' worth if us
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from benchmarks.datasets import data_dir
+from benchmarks.node_path import gate_frames, gate_node
 from benchmarks.scenes import composite
-from cluster.engine import Engine
-from cluster.node import Node
-from indexer.registry import FaceRegistry
 from recognizer.faces.analyzer import WHOLE_FRAME_STAGE
 from recognizer.faces.factory import build_face_analyzer
 from smartgate.config import Config, load_config
@@ -68,24 +64,14 @@ def run(
     config: Config, analyzer: object, frames: list[bytes], n: int, fps: float
 ) -> dict[str, float]:
     """``n`` frames of one gate through a fresh node; the whole-searched share and CPU a frame."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = replace(config, data_dir=Path(tmp))
-        registry = FaceRegistry(Path(tmp), analyzer.embedder.dim)  # type: ignore[attr-defined]
-        registry.create_community("bench")
-        engine = Engine(cfg, analyzer, registry, None)  # type: ignore[arg-type]
-        node = Node.around(engine)
-        try:
-            whole = 0
-            cpu0 = time.process_time()
-            for i in range(n):
-                t = i / fps
-                offer = node.passages.carry_offer("bench", "gate", t)
-                result = engine.process_frame("bench", frames[i % len(frames)], t, carry=offer)
-                node.passages.observe("bench", "gate", "cam", i, t, result)
-                whole += WHOLE_FRAME_STAGE in result.timings_ms
-            cpu_ms = (time.process_time() - cpu0) / n * 1e3
-        finally:
-            node.close()
+    with gate_node(config, analyzer) as (engine, node):
+        cpu0 = time.process_time()
+        cycled = (frames[i % len(frames)] for i in range(n))
+        whole = sum(
+            WHOLE_FRAME_STAGE in result.timings_ms
+            for result, _ in gate_frames(engine, node, cycled, fps)
+        )
+        cpu_ms = (time.process_time() - cpu0) / n * 1e3
     return {"whole_share": whole / n, "cpu_ms_per_frame": cpu_ms}
 
 
