@@ -155,6 +155,7 @@ class Passages:
             lend_liveness=config.carry_liveness,
             still_diff=config.still_scene_diff,
             still_max_age_s=config.still_scene_max_age_s,
+            region_frames=config.region_frames,
         )
         self.carry_ledger = CarryLedger(config.carry_frames)
         self._gates_lock = threading.Lock()
@@ -272,7 +273,7 @@ class Passages:
                 or (len(view.boxes) == 0 and (view.sketch is None or policy.still_diff <= 0))
             ):
                 view = None
-            region = view is not None and g.region_streak < policy.max_carry
+            region = view is not None and g.region_streak < policy.region_frames
             g.region_streak = g.region_streak + 1 if region else 0
             faces = g.carried
         if not faces and view is None and policy.still_diff <= 0:

@@ -261,14 +261,17 @@ class TrackingConfig:
     restart_after: int = 3  # this many far-behind frames in a row: the device restarted
     dedup_frames: int = 64  # how many recent seqs are remembered to spot duplicates
     # After a passage decided OPEN or ALERT, a face in the same place reuses its embedding for
-    # at most this many frames in a row (0: embed every frame); see recognizer.faces.carry.
-    carry_frames: int = 3
+    # at most this many frames in a row, then is embedded afresh (so an escalation to ALERT is
+    # seen at most this many frames late); 0: embed every frame, and search every frame whole.
+    # See recognizer.faces.carry.
+    carry_frames: int = 7
     carry_iou: float = 0.6  # box overlap with the decided face that allows it
     carry_max_age_s: float = 0.6  # the decided face must be at most this old
-    # Between whole-frame searches (every carry_frames + 1 frames) a frame is searched for faces
-    # only around where the gate's faces were last seen, each box grown by this share of its
-    # size per side (0: whole frames always), so a newcomer elsewhere is seen at most
-    # carry_frames frames later.
+    # Between whole-frame searches, at most region_frames frames in a row are searched for faces
+    # only around where the gate's faces were last seen, each box grown by
+    # carry_region_margin of its size per side (0: whole frames always), so a newcomer
+    # elsewhere is seen at most region_frames frames later.
+    region_frames: int = 3
     carry_region_margin: float = 1.0
     # A decided face embedded afresh keeps the liveness scored before the decision.
     carry_liveness: bool = True
@@ -298,6 +301,7 @@ class TrackingConfig:
             ("restart_after", self.restart_after >= 1, ">= 1"),
             ("dedup_frames", self.dedup_frames >= self.reorder_window + 1, "> reorder_window"),
             ("carry_frames", self.carry_frames >= 0, ">= 0"),
+            ("region_frames", self.region_frames >= 0, ">= 0"),
             ("carry_iou", 0.0 < self.carry_iou <= 1.0, "in (0, 1]"),
             ("carry_max_age_s", self.carry_max_age_s > 0, "> 0"),
             ("carry_region_margin", self.carry_region_margin >= 0, ">= 0"),

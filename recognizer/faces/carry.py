@@ -41,11 +41,11 @@ class Carried:
 
 @dataclass(frozen=True)
 class CarryPolicy:
-    """``max_carry`` frames in a row at most (0 switches carrying off); boxes must overlap by
-    ``iou_min``; a carried face older than ``max_age_s`` is stale. ``region_margin`` > 0:
-    between whole-frame searches (at least every ``max_carry`` + 1 frames) a frame is searched
-    for faces only around where they were (``detection_region``), each box grown by this share
-    of its size on every side.
+    """``max_carry`` frames in a row at most (0 switches carrying, region searches and still
+    scenes off); boxes must overlap by ``iou_min``; a carried face older than ``max_age_s`` is
+    stale. ``region_margin`` > 0: between whole-frame searches (at least every
+    ``region_frames`` + 1 frames) a frame is searched for faces only around where they were
+    (``detection_region``), each box grown by this share of its size on every side.
     ``lend_liveness``: a decided face embedded afresh keeps the liveness scored before the
     decision instead of scoring it again. ``still_diff`` > 0: a whole-frame search is skipped
     while no cell of the frame's sketch outside the region changed by more than this many grey
@@ -59,6 +59,7 @@ class CarryPolicy:
     lend_liveness: bool = False
     still_diff: float = 0.0
     still_max_age_s: float = 1.0
+    region_frames: int = 3
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -220,7 +221,7 @@ class CarryOffer:
     (seconds), the ``policy`` and the node's ``ledger``; ``view``: where the gate's faces were
     last seen, when that is fresh; ``region``: the frame may be searched for faces only around
     them (``detection_region``): the gate's passages allow that when its whole frame was
-    searched less than ``max_carry`` frames ago."""
+    searched less than ``region_frames`` frames ago."""
 
     faces: Sequence[Carried]
     t: float
@@ -267,12 +268,12 @@ def detection_region(
     """Where to look for faces in a frame, or None to search the whole frame.
 
     A region is searched only when the offer allows it (the gate's whole frame was searched
-    less than ``max_carry`` frames ago) and the view is fresh enough: the frame's
+    less than ``region_frames`` frames ago) and the view is fresh enough: the frame's
     faces are then where they were, grown or moved a little. Since the whole frame is searched
-    at least every ``max_carry`` + 1 frames, a newcomer elsewhere is seen at most ``max_carry``
-    frames late. ``width`` x ``height``: the image the detector gets, which is the original
-    frame times ``scale``; returns ``(x0, y0, x1, y1)`` in its pixels: the union of the view's
-    boxes, each grown by ``policy.region_margin`` of its size on every side.
+    at least every ``region_frames`` + 1 frames, a newcomer elsewhere is seen at most
+    ``region_frames`` frames late. ``width`` x ``height``: the image the detector gets, which
+    is the original frame times ``scale``; returns ``(x0, y0, x1, y1)`` in its pixels: the
+    union of the view's boxes, each grown by ``policy.region_margin`` of its size on every side.
     """
     policy = offer.policy
     view = offer.view

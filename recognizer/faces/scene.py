@@ -1,7 +1,7 @@
 """Whether a gate's scene changed outside where its faces are: a whole-frame search skipped.
 
 Between a gate's whole-frame searches its frames are searched only around its faces
-(``carry.detection_region``); the whole frame is searched every ``max_carry`` + 1 frames so
+(``carry.detection_region``); the whole frame is searched every ``region_frames`` + 1 frames so
 that a newcomer elsewhere is not missed. That search is wasted while nothing outside the faces
 has changed. So each whole-searched frame leaves a ``Sketch``: the mean grey of every
 ``CELL_PX`` square of the frame. When the next whole-frame search is due, the frame's own

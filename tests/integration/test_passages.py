@@ -203,7 +203,7 @@ def _with_newcomer(faces_dir: Path, frames: int, arrives: int) -> list[bytes]:
 def test_a_decided_passage_is_searched_around_its_face_and_a_newcomer_is_still_seen(
     site: Site, faces_dir: Path
 ) -> None:
-    carry_frames = site.engine.config.tracking.carry_frames
+    region_frames = site.engine.config.tracking.region_frames
     _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
     arrives = 16
     # One frame at a time (a gate at a low frame rate): each frame sees the one before it.
@@ -212,16 +212,16 @@ def test_a_decided_passage_is_searched_around_its_face_and_a_newcomer_is_still_s
     )
     region = [not searched_whole_frame(dict(d.timings_ms)) for d in decisions]
     opened = next(i for i, d in enumerate(decisions) if d.action == capture_pb2.ACTION_OPEN)
-    # The first frame is searched whole; then carry_frames frames only around the face, then
+    # The first frame is searched whole; then region_frames frames only around the face, then
     # the whole frame again, and so on (decided or not).
-    pattern = [False] + ([True] * carry_frames + [False]) * 8
+    pattern = [False] + ([True] * region_frames + [False]) * 8
     assert region[:arrives] == pattern[:arrives], region
     for i in range(opened + 1, arrives):  # the region finds the face, matched as before
         assert [f.match.person_id for f in decisions[i].faces] == ["obama"]
     # The newcomer, outside the region, is found by the next whole-frame search, within
-    # carry_frames frames of arriving; from then on the regions hold both faces.
+    # region_frames frames of arriving; from then on the regions hold both faces.
     seen = next(i for i, d in enumerate(decisions) if i >= arrives and len(d.faces) == 2)
-    assert seen <= arrives + carry_frames and not region[seen], (seen, region)
+    assert seen <= arrives + region_frames and not region[seen], (seen, region)
     assert [len(d.faces) for d in decisions[seen:]] == [2] * (len(decisions) - seen)
     assert region[seen:] == pattern[: len(decisions) - seen], region
     # Frames embedded afresh after the decision take the liveness scored before it.
@@ -251,7 +251,7 @@ def test_a_region_search_in_flight_does_not_hide_a_newcomer_a_whole_frame_found(
         return passages.carry_offer("c1", "door-1", i * 0.1)
 
     def next_region(i: int) -> CarryOffer:
-        for _ in range(5):  # offers cycle: whole, then carry_frames regions
+        for _ in range(5):  # offers cycle: whole, then region_frames regions
             o = offer(i)
             if o is not None and o.region:
                 return o
@@ -323,19 +323,19 @@ def test_a_still_scene_skips_whole_frame_searches_until_something_comes_into_vie
     arrives = 14
     results = _run_frames(site, _still_scene(faces_dir, 24, arrives, resident=True))
     whole = [searched_whole_frame(r.timings_ms) for r in results]
-    # Whole-frame searches were due at frames 4, 8 and 12 (every carry_frames + 1); nothing
+    # Whole-frame searches were due at frames 4, 8 and 12 (every region_frames + 1); nothing
     # moved, so only the one at 1.2 s, when the sketch from frame 0 was older than
     # still_scene_max_age_s, ran. The face was found, and matched, in every frame.
-    assert tracking.carry_frames == 3 and tracking.still_scene_max_age_s == 1.0
+    assert tracking.region_frames == 3 and tracking.still_scene_max_age_s == 1.0
     assert [i for i in range(arrives) if whole[i]] == [0, 12], whole
     assert all("still" in results[i].timings_ms for i in (4, 8, 12))
     for r in results[:arrives]:
         ids = [m.identification.person for m in r.faces if m.identification]
         assert [p.person_id for p in ids if p is not None] == ["obama"]
     # The newcomer, outside the region, changes the sketch: the next due search runs whole
-    # and finds it, within carry_frames frames.
+    # and finds it, within region_frames frames.
     seen = next(i for i, r in enumerate(results) if len(r.faces) == 2)
-    assert arrives <= seen <= arrives + tracking.carry_frames and whole[seen], (seen, whole)
+    assert arrives <= seen <= arrives + tracking.region_frames and whole[seen], (seen, whole)
     assert all(len(r.faces) == 2 for r in results[seen:])
 
 
