@@ -892,11 +892,16 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _plain_log_ticks(axis: Any, ticker: Any) -> None:
     """Plain-number ticks on a log axis (call after plotting): evenly spaced ones within about
-    a decade, 1, 2, 3, 5, 10, 20, 30, 50 ... over more."""
+    a decade, 1, 2, 3, 5, 10, 20, 30, 50 ... over more. Within about a decade the axis starts
+    at the tick below its data, so its lowest values can be read."""
     lo, hi = sorted(axis.get_view_interval())
     decades = math.log10(hi / lo) if lo > 0 and hi > 0 else 3.0
     if decades < 1.2:
-        axis.set_major_locator(ticker.MaxNLocator(nbins=8, steps=[1, 2, 2.5, 5, 10]))
+        locator = ticker.MaxNLocator(nbins=8, steps=[1, 2, 2.5, 5, 10])
+        below = [t for t in locator.tick_values(lo, hi) if 0 < t <= lo]
+        if below:
+            axis.set_view_interval(max(below), hi, ignore=True)
+        axis.set_major_locator(locator)
     else:
         axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
