@@ -64,9 +64,10 @@ class Model:
     active_fps: Input = Input(4.0, "harness default camera rate while a person is in view")
     peak_duty: Input = Input(0.35, "share of the busiest hour a gate has someone in front of it")
     face_frame_core_ms: Input = Input(
-        18.4,
-        "2 cores / saturation fps (median 108.6 of four runs of `smartgate bench --workload"
-        " one-face --sweep auto --ceiling auto`), default models, region search",
+        16.9,
+        "2 cores / saturation fps (median 118.0 of four runs of `smartgate bench --workload"
+        " one-face --sweep auto --ceiling auto`, 30 Nov 2026), default models, region search,"
+        " a decided face re-embedded every 8th frame",
         measured=True,
     )
     vehicle_frame_core_ms: Input = Input(
@@ -75,9 +76,10 @@ class Model:
         measured=True,
     )
     model_core_ms: Input = Input(
-        11.1,
-        "model stages a one-face frame at saturation (detect 3.4 + detect_region 3.0 + embed"
-        " 3.5 + liveness 1.2 ms: whole-frame searches every 4th frame, carried embeddings);"
+        9.8,
+        "model stages a one-face frame at 70 % of saturation (detect 2.8 + detect_region 3.3"
+        " + embed 2.6 + liveness 1.1 ms: whole-frame searches every 4th frame, carried"
+        " embeddings);"
         " the models alone, one detection + one embedding a frame: 15.4 (`smartgate bench"
         " --limit`, 2 cores / 130)",
         measured=True,
