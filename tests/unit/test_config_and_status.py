@@ -33,6 +33,7 @@ def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
         ("[match\n", {}, "config file"),
         ("[tracking]\nstill_scene_diff = 300\n", {}, "still_scene_diff"),
         ("[tracking]\nstill_scene_max_age_s = 0\n", {}, "still_scene_max_age_s"),
+        ("", {"SMARTGATE_TRACKING__REGION_FRAMES": "-1"}, "region_frames"),
     ],
 )
 def test_bad_configuration_is_reported(
