@@ -13,13 +13,14 @@ TRITON_VENV ?= .venv-triton
 TRITON_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) $(PYTHON))
 TRITON_STAMP := $(TRITON_VENV)/.installed
 
-.PHONY: help setup system-deps models triton-venv run test test-all lint format typecheck proto bench-native bench-latency bench-accuracy bench-events bench-peer bench-index fuzz soak clean
+.PHONY: help setup system-deps models triton-venv run test test-all lint format typecheck proto bench-native bench-latency bench-accuracy bench-events bench-peer bench-index bench-saturation fuzz soak clean
 
 help:
 	@echo "make run        set up, fetch models, serve with embedded defaults on $(LISTEN)"
 	@echo "make test       set up everything, then run the default test suite"
 	@echo "make lint       ruff + cython-lint + mypy"
-	@echo "make bench-*    native | latency | accuracy benchmarks (not part of the tests)"
+	@echo "make bench-*    native | latency | accuracy | peer | index | events benchmarks (not part of the tests)"
+	@echo "make bench-saturation  one-face saturation against the models-alone ceiling, 70 % and 150 % runs (~4 min)"
 	@echo "make fuzz       fuzz the decoder and every RPC, FUZZ_SECONDS each (default 300)"
 	@echo "make soak       8 gates for 10 minutes with 1 % corrupt frames: RSS curve, streams"
 
@@ -94,6 +95,10 @@ bench-peer: models
 
 bench-index: setup
 	$(PY) -m benchmarks.index_scale
+
+# Issue 5's acceptance figures: saturation ≥ 85 % of --limit, every gate's p99 at 70 % and 150 %.
+bench-saturation: models
+	$(SG) bench --workload one-face --sweep auto --ceiling auto
 
 bench-events: setup
 	$(PY) -m benchmarks.events_query --events 1000000
