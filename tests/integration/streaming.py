@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from smartgate.v1 import capture_pb2, capture_pb2_grpc
 
@@ -35,19 +35,26 @@ def stream(
 
 
 def stream_in_step(
-    capture: capture_pb2_grpc.CaptureStub, images: list[bytes], gate: str, community: str = "c1"
+    capture: capture_pb2_grpc.CaptureStub,
+    images: list[bytes],
+    gate: str,
+    community: str = "c1",
+    before: Callable[[int, list[capture_pb2.Decision]], None] | None = None,
 ) -> list[capture_pb2.Decision]:
     """Each frame sent once the previous one's decision is back: a gate whose frames never
-    queue, so what a frame may reuse from the frames before it does not depend on timing."""
+    queue, so what a frame may reuse from the frames before it does not depend on timing.
+    ``before(i, decisions)`` runs before frame ``i`` is sent, with the decisions so far."""
     answered = threading.Semaphore(0)
+    decisions: list[capture_pb2.Decision] = []
 
     def frames() -> Iterator[capture_pb2.Frame]:
         for i, frame in enumerate(frames_of(images, gate, community)):
             if i and not answered.acquire(timeout=ANSWER_WAIT_S):
                 return
+            if before is not None:
+                before(i, decisions)
             yield frame
 
-    decisions = []
     for d in capture.Stream(frames(), timeout=300):
         decisions.append(d)
         answered.release()

@@ -454,6 +454,48 @@ def test_without_carrying_every_frame_is_embedded(
         s.close()
 
 
+def test_a_resident_watch_listed_in_view_is_alerted_on_the_next_fresh_frame(
+    site: Site, faces_dir: Path
+) -> None:
+    """Carried frames never vote, so a decided passage escalates on its next frame embedded
+    afresh: at most ``tracking.carry_frames`` frames after the watchlist changed."""
+    carry_frames = site.engine.config.tracking.carry_frames
+    _enroll(site, faces_dir, "obama", "examples_obama.jpg", common_pb2.ROLE_RESIDENT)
+    listed_at: list[int] = []
+
+    def list_after_the_decision(i: int, decisions: list[capture_pb2.Decision]) -> None:
+        if listed_at or not any(d.action == capture_pb2.ACTION_OPEN for d in decisions):
+            return
+        site.registry.EnrollPerson(  # type: ignore[attr-defined]
+            registry_pb2.EnrollPersonRequest(
+                community="c1",
+                person_id="obama",
+                role=common_pb2.ROLE_WATCHLIST,
+                images=[(faces_dir / "examples_obama.jpg").read_bytes()],
+                replace=True,
+            )
+        )
+        listed_at.append(i)
+
+    decisions = stream_in_step(
+        site.capture,
+        _passage(faces_dir, "examples_obama2.jpg", frames=24),
+        "door-1",
+        before=list_after_the_decision,
+    )
+    listed = listed_at[0]
+    sent = [(i, d.action) for i, d in enumerate(decisions) if d.action != capture_pb2.ACTION_NONE]
+    fresh = [i for i, d in enumerate(decisions) if i >= listed and "embed" in d.timings_ms]
+    # OPEN, then ALERT on the first frame embedded afresh after the listing, no sooner: the
+    # frames between carried the embedding from before, matched (and reported) as watch-listed,
+    # but they do not vote.
+    assert sent == [(sent[0][0], capture_pb2.ACTION_OPEN), (fresh[0], capture_pb2.ACTION_ALERT)]
+    assert fresh[0] - listed <= carry_frames, (listed, fresh)
+    for d in decisions[listed : fresh[0]]:
+        assert d.faces[0].match.person_id == "obama"
+        assert d.faces[0].match.role == common_pb2.ROLE_WATCHLIST
+
+
 def test_watchlist_alert_is_pushed_as_it_happens_and_resumes(site: Site, faces_dir: Path) -> None:
     _enroll(site, faces_dir, "biden", "examples_biden.jpg", common_pb2.ROLE_WATCHLIST)
     received: list[events_pb2.Alert] = []
